@@ -1,0 +1,355 @@
+"""``osteo-batch``: the command line.
+
+Errors a user can fix (a wrong flag, a missing path, a locked store, a broken
+model folder) print one line starting ``osteo-batch: error:`` and exit with
+status 2, without a traceback; ``--debug`` shows one. Imports are lazy so that
+``--help`` and ``sweep`` start without loading torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_WORKDIR = "osteo-work"
+EPILOG = "Screening aid, not a diagnosis: DXA confirms osteoporosis, and a low score never rules it out."
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage dump
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _existing_dir(flag: str):
+    def check(value: str) -> Path:
+        p = Path(value)
+        if not p.is_dir():
+            raise argparse.ArgumentTypeError(f"{flag} {value}: no such directory")
+        return p
+
+    return check
+
+
+def _existing_file(flag: str):
+    def check(value: str) -> Path:
+        p = Path(value)
+        if not p.is_file():
+            raise argparse.ArgumentTypeError(f"{flag} {value}: no such file")
+        return p
+
+    return check
+
+
+def _probability(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--threshold {value}: not a number") from None
+    if not 0.0 <= x <= 1.0:
+        raise argparse.ArgumentTypeError(f"--threshold {value}: must be between 0 and 1")
+    return x
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_sweep(args) -> int:
+    from osteo_batch import pipeline
+
+    s = pipeline.load_settings(args.config, workdir=args.workdir, archive=args.archive, workers=args.workers)
+    run_id = pipeline.new_run_id()
+    pipeline.start_run(s, run_id, kind="sweep")
+    out = pipeline.sweep_stage(s, run_id)
+    pipeline.finish_run(s, run_id, {"sweep": out})
+    print(f"swept {out['files']} files ({out['headers_read']} headers read) in {out['seconds']} s")
+    for reason, n in out["by_reason"].items():
+        print(f"  {n:8d}  {reason}")
+    print(f"store: {s.store_path}")
+    return 0
+
+
+def _run_flow(settings, *, use_prefect: bool) -> dict:
+    from osteo_batch import pipeline
+
+    run_id = pipeline.new_run_id()
+    if not use_prefect:
+        return pipeline.run_nightly(settings, run_id, on_stage=lambda n, o: _say(f"[{n}] done in {o.get('seconds')} s"))
+    from flows import env
+
+    env.configure(settings.workdir)
+    from flows.nightly import nightly_screening
+
+    return nightly_screening(
+        archive=str(settings.archive), workdir=str(settings.workdir),
+        model_dir=str(settings.model_dir) if settings.model_dir else None,
+        dxa_csv=str(settings.dxa_csv) if settings.dxa_csv else None,
+        config=str(settings.config_file) if settings.config_file else None,
+        run_id=run_id,
+    )
+
+
+def _print_run(summary: dict) -> None:
+    inst, sc, wl = summary["instances"], summary["score"], summary["worklist"]
+    print(f"run {summary['run_id']}: {inst['files']} files swept, {sc['scored']} scored tonight, "
+          f"{summary['explain']['explained']} heat maps, {wl['listed']} patients on the worklist")
+    for reason, n in inst["by_reason"].items():
+        print(f"  {n:8d}  {reason}")
+    print(f"worklist: {Path(wl['worklist']).resolve()}")
+
+
+def cmd_run(args) -> int:
+    from osteo_batch import pipeline
+
+    s = pipeline.load_settings(
+        args.config, workdir=args.workdir, archive=args.archive, model_dir=args.model, dxa_csv=args.dxa,
+        workers=args.workers, batch_size=args.batch_size, device=args.device,
+    )
+    s.resolved_model_dir()  # fail early, with the fix, if there is no model
+    _print_run(_run_flow(s, use_prefect=not args.no_prefect))
+    return 0
+
+
+def cmd_worklist(args) -> int:
+    from osteo_batch import pipeline
+    from osteo_batch.models.model import load_model_dir
+    from osteo_batch.store import Store
+    from osteo_batch.worklist import write_worklist
+
+    s = pipeline.load_settings(None, workdir=args.workdir, threshold=args.threshold)
+    with Store(s.store_path, read_only=True, wait_s=args.wait) as st:
+        runs = st.rows("latest_run")
+        if not runs:
+            raise CliError(f"no nightly run in {s.store_path}; run `osteo-batch run` first")
+        run = runs[0]
+        model_dir = Path(args.model) if args.model else _model_dir_of(s, run)
+        model = load_model_dir(model_dir)
+        if model.model_id != run["model_id"]:
+            raise CliError(f"model {model_dir} is {model.model_id}, but the latest run used {run['model_id']}; pass --model")
+        threshold = args.threshold if args.threshold is not None else run["threshold"]
+        suffix = "" if args.threshold is None else f"-threshold-{threshold:.4f}"
+        res = write_worklist(
+            st, workdir=s.workdir, run={"run_id": run["run_id"]}, model_id=model.model_id, threshold=threshold,
+            bands=model.config.bands, dxa_lookback_days=s.dxa_lookback_days, model_card=model.card,
+            name_suffix=suffix, record=False,
+        )
+    print(f"{res.listed} patients at or above {threshold:.4f}")
+    print(f"worklist: {res.path.resolve()}")
+    return 0
+
+
+def _model_dir_of(settings, run) -> Path:
+    import json
+
+    summary = json.loads(run["summary"]) if run.get("summary") else {}
+    d = summary.get("model_dir")
+    return Path(d) if d else settings.resolved_model_dir()
+
+
+def cmd_train(args) -> int:
+    from osteo_batch import pipeline
+    from osteo_batch.models.train import TrainConfig, train
+
+    s = pipeline.load_settings(args.config, workdir=args.workdir, archive=args.archive, dxa_csv=args.dxa,
+                               workers=args.workers)
+    run_id = pipeline.new_run_id()
+    pipeline.start_run(s, run_id, kind="sweep")
+    pipeline.load_dxa_stage(s, run_id)
+    sw = pipeline.sweep_stage(s, run_id)
+    pipeline.finish_run(s, run_id, {"sweep": sw})
+    cfg = TrainConfig(backbone=args.backbone, weights=str(args.weights) if args.weights else None, epochs=args.epochs,
+                      seed=args.seed, workers=args.workers)
+    t0 = time.monotonic()
+    with pipeline._store(s) as st:
+        res = train(st, args.out, cfg, truth_csv=args.truth,
+                    progress=lambda e, n, loss: _say(f"[train] epoch {e}/{n} loss {loss:.3f} ({time.monotonic() - t0:.0f} s)"))
+    v = res.card["validation"]
+    ceiling = res.card["ceiling"]["auc_validation"]
+    print(f"model {res.model_id} -> {Path(args.out).resolve()}")
+    print(f"validation AUC {v['auc']:.3f} (95% CI {v['auc_ci95'][0]:.3f}-{v['auc_ci95'][1]:.3f})"
+          + (f", known ceiling {ceiling:.3f}" if ceiling is not None else "")
+          + f"; threshold {v['threshold']:.4f}: sensitivity {v['sensitivity']:.2f}, specificity {v['specificity']:.2f}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    import json
+
+    from osteo_batch import pipeline, synth
+
+    workdir = Path(args.workdir)
+    t0 = time.monotonic()
+    spec = synth.CohortSpec(seed=args.seed)
+    marker = workdir / "cohort.json"
+    if marker.is_file() and json.loads(marker.read_text()).get("spec", {}).get("seed") == args.seed:
+        _say(f"[demo] synthetic archive already at {workdir / 'archive'}; reusing it")
+    else:
+        _say("[demo] writing the synthetic archive (phantoms, not people) ...")
+        c = synth.write_cohort(workdir, spec)
+        _say(f"[demo] {c.n_files} files, {c.n_images} images; known ceiling AUC {c.ceiling_auc:.3f} ({time.monotonic() - t0:.0f} s)")
+    model_dir = workdir / "models" / "demo"
+    if (model_dir / "config.json").is_file():
+        _say(f"[demo] model already trained at {model_dir}; reusing it")
+    else:
+        _say("[demo] fine-tuning the demo model on the CPU ...")
+        ns = argparse.Namespace(config=None, workdir=workdir, archive=workdir / "archive", dxa=workdir / "dxa.csv",
+                                workers=args.workers, backbone="dinov2_tiny_demo", weights=None, epochs=args.epochs,
+                                seed=0, out=model_dir, truth=workdir / "truth.csv")
+        cmd_train(ns)
+    _say("[demo] running the nightly flow ...")
+    s = pipeline.load_settings(None, workdir=workdir, archive=workdir / "archive", model_dir=model_dir,
+                               dxa_csv=workdir / "dxa.csv", workers=args.workers)
+    summary = _run_flow(s, use_prefect=not args.no_prefect)
+    _print_run(summary)
+    _say(f"[demo] finished in {time.monotonic() - t0:.0f} s")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from flows import env
+
+    env.configure(args.workdir)
+    from flows.nightly import serve
+
+    _say(f"[serve] deployment 'nightly_screening/nightly' on cron {args.cron!r}; needs a running `prefect server start` "
+         "(the ephemeral server does not fire schedules). Ctrl-C to stop.")
+    serve(str(args.archive), str(args.workdir), cron=args.cron, model_dir=str(args.model) if args.model else None,
+          dxa_csv=str(args.dxa) if args.dxa else None, config=str(args.config) if args.config else None)
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="osteo-batch",
+        description="Nightly osteoporosis screening of archived chest radiographs: sweep, score, explain, refer.",
+        epilog=EPILOG,
+    )
+    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    def common(sp, *, archive: bool = False, archive_required: bool = False):
+        sp.add_argument("--workdir", type=Path, default=Path(os.environ.get("OSTEO_BATCH_WORKDIR", DEFAULT_WORKDIR)),
+                        help=f"folder for the store, scores, heat maps and worklists (default: {DEFAULT_WORKDIR})")
+        if archive:
+            sp.add_argument("--archive", type=_existing_dir("--archive"), required=archive_required,
+                            help="the DICOM archive to sweep")
+
+    d = sub.add_parser("demo", help="write a synthetic archive, train the demo model, run the nightly flow",
+                       description="End to end on synthetic phantoms: archive, DXA table, model, nightly flow, worklist.",
+                       epilog=EPILOG)
+    d.add_argument("--workdir", type=Path, default=Path("demo-run"), help="where to put everything (default: demo-run)")
+    d.add_argument("--epochs", type=int, default=20, help="training epochs (default: 20)")
+    d.add_argument("--seed", type=int, default=synth_seed(), help="cohort seed (default: fixed)")
+    d.add_argument("--workers", type=int, default=2, help="decode worker processes (default: 2)")
+    d.add_argument("--no-prefect", action="store_true", help="run the stages in-process without Prefect")
+    d.set_defaults(fn=cmd_demo)
+
+    s = sub.add_parser("sweep", help="index the archive only (eligible, unscored files are 'pending')",
+                       description="Walk the archive, read headers, record every file's status in the store.")
+    common(s, archive=True, archive_required=True)
+    s.add_argument("--config", type=_existing_file("--config"), help="TOML with [run] settings and/or [[rule]] eligibility rules")
+    s.add_argument("--workers", type=int, default=None, help="header-reading processes (default: CPU count, max 8)")
+    s.set_defaults(fn=cmd_sweep)
+
+    r = sub.add_parser("run", help="one nightly run: sweep, score, explain, worklist (a Prefect flow)",
+                       description="One nightly run as the Prefect flow nightly_screening, on a local ephemeral server "
+                                   "unless PREFECT_API_URL points at one.", epilog=EPILOG)
+    common(r, archive=True, archive_required=True)
+    r.add_argument("--model", type=_existing_dir("--model"), help="model folder (default: WORKDIR/models/demo)")
+    r.add_argument("--dxa", type=_existing_file("--dxa"), help="DXA table (CSV) to load; later runs keep it")
+    r.add_argument("--config", type=_existing_file("--config"), help="TOML with [run] settings and/or [[rule]] eligibility rules")
+    r.add_argument("--workers", type=int, default=None, help="decode worker processes (default: 2)")
+    r.add_argument("--batch-size", type=int, default=None, help="images per batch (default: 16)")
+    r.add_argument("--device", default=None, help="torch device: cpu (default), cuda, cuda:1 ...")
+    r.add_argument("--no-prefect", action="store_true", help="run the stages in-process without Prefect")
+    r.set_defaults(fn=cmd_run)
+
+    w = sub.add_parser("worklist", help="re-render the latest run's worklist (the store is opened read-only)",
+                       epilog=EPILOG)
+    common(w)
+    w.add_argument("--threshold", type=_probability, default=None,
+                   help="list patients at or above P; 0 lists every scored eligible patient not excluded")
+    w.add_argument("--model", type=_existing_dir("--model"), help="model folder (default: the one the run used)")
+    w.add_argument("--wait", type=float, default=60.0, help="seconds to wait for a store held by a run (default: 60)")
+    w.set_defaults(fn=cmd_worklist)
+
+    t = sub.add_parser("train", help="fine-tune a model (LoRA) on archive images paired with DXA",
+                       description="Pairs eligible images with DXA within 180 days, splits by patient, fine-tunes with "
+                                   "LoRA, evaluates, and writes MODEL_DIR with its card.")
+    common(t, archive=True, archive_required=True)
+    t.add_argument("--dxa", type=_existing_file("--dxa"), required=True, help="DXA table (CSV)")
+    t.add_argument("--out", type=Path, required=True, help="model folder to write")
+    t.add_argument("--backbone", default="dinov2_tiny_demo", help="backbone name (default: dinov2_tiny_demo)")
+    t.add_argument("--weights", type=Path, help="local .safetensors backbone weights (never downloaded)")
+    t.add_argument("--epochs", type=int, default=20)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--workers", type=int, default=2)
+    t.add_argument("--truth", type=_existing_file("--truth"), help="synthetic cohorts: truth.csv, to report the ceiling")
+    t.add_argument("--config", type=_existing_file("--config"), help="TOML with [[rule]] eligibility rules")
+    t.set_defaults(fn=cmd_train)
+
+    v = sub.add_parser("serve", help="serve the nightly flow on a cron schedule (needs `prefect server start`)")
+    common(v, archive=True, archive_required=True)
+    v.add_argument("--cron", default="0 2 * * *", help="cron schedule (default: 02:00 every night)")
+    v.add_argument("--model", type=_existing_dir("--model"))
+    v.add_argument("--dxa", type=_existing_file("--dxa"))
+    v.add_argument("--config", type=_existing_file("--config"))
+    v.set_defaults(fn=cmd_serve)
+    return p
+
+
+def synth_seed() -> int:
+    from osteo_batch.synth import CohortSpec
+
+    return CohortSpec.seed
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from osteo_batch.dxa import DxaFileError
+    from osteo_batch.eligibility import RuleError
+    from osteo_batch.models.backbones import UnknownBackboneError
+    from osteo_batch.models.model import ModelDirError
+    from osteo_batch.models.train import TrainingDataError
+    from osteo_batch.pipeline import SettingsError
+    from osteo_batch.store import StoreError
+
+    return (CliError, SettingsError, StoreError, ModelDirError, DxaFileError, RuleError, UnknownBackboneError,
+            TrainingDataError, FileNotFoundError, NotADirectoryError, PermissionError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        return args.fn(args)
+    except KeyboardInterrupt:
+        print("osteo-batch: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if args.debug:
+            raise
+        if isinstance(e, _user_errors()):
+            print(f"osteo-batch: error: {e}", file=sys.stderr)
+            return 2
+        print(f"osteo-batch: internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

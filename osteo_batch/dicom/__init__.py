@@ -1,0 +1,1 @@
+"""DICOM reading: headers for the sweep, selection rules, and the pixel pipeline."""

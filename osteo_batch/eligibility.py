@@ -1,0 +1,143 @@
+"""Who is screened: declarative selection rules over DICOM keywords.
+
+Why declarative: programs differ (age 50 or 65, PA only, CR excluded...), and
+a rule file a coordinator can read beats a chain of ``if``s. The model follows
+MONAI Deploy's series selector: named rules, each a list of conditions (equals,
+in, regex, numeric range); AND within a rule, OR across rules. The shipped
+defaults live in ``osteo_batch/defaults/eligibility.toml``.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+DEFAULT_RULES = Path(__file__).parent / "defaults" / "eligibility.toml"
+_TESTS = ("equals", "in", "regex", "min", "max")
+
+
+class RuleError(ValueError):
+    """A rule file that cannot be used; the message names the rule and the fix."""
+
+
+@dataclass(frozen=True)
+class Condition:
+    name: str
+    source: str  # DICOM keyword or derived field
+    derived: bool
+    equals: Any = None
+    one_of: tuple[str, ...] | None = None
+    regex: re.Pattern | None = None
+    min: float | None = None
+    max: float | None = None
+
+    def test(self, value: Any) -> bool:
+        if value is None or value == "":
+            return False
+        if self.equals is not None and str(value) != str(self.equals):
+            return False
+        if self.one_of is not None and str(value) not in self.one_of:
+            return False
+        if self.regex is not None and not self.regex.fullmatch(str(value)):
+            return False
+        if self.min is not None or self.max is not None:
+            try:
+                x = float(value)
+            except (TypeError, ValueError):
+                return False
+            if self.min is not None and x < self.min:
+                return False
+            if self.max is not None and x > self.max:
+                return False
+        return True
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    conditions: tuple[Condition, ...]
+
+    def first_failure(self, header: Mapping[str, Any], derived: Mapping[str, Any]) -> str | None:
+        for c in self.conditions:
+            value = derived.get(c.source) if c.derived else header.get(c.source)
+            if not c.test(value):
+                return c.name
+        return None
+
+
+@dataclass(frozen=True)
+class Rules:
+    rules: tuple[Rule, ...]
+    source: str
+
+    def reason(self, header: Mapping[str, Any], derived: Mapping[str, Any]) -> str | None:
+        """None when eligible, else ``ineligible:<condition>`` (one per rule, joined by ``|``)."""
+        failures: list[str] = []
+        for r in self.rules:
+            f = r.first_failure(header, derived)
+            if f is None:
+                return None
+            if f not in failures:
+                failures.append(f)
+        return "ineligible:" + "|".join(failures)
+
+
+def _condition(rule: str, raw: Mapping[str, Any]) -> Condition:
+    name = raw.get("name")
+    if not name:
+        raise RuleError(f"rule {rule!r}: every condition needs a name (used in rejection reasons)")
+    if ("keyword" in raw) == ("field" in raw):
+        raise RuleError(f"rule {rule!r}, condition {name!r}: give exactly one of 'keyword' (a DICOM keyword) or 'field' (age)")
+    if "keyword" in raw:
+        from pydicom.datadict import keyword_dict
+
+        if raw["keyword"] not in keyword_dict:
+            raise RuleError(f"rule {rule!r}, condition {name!r}: {raw['keyword']!r} is not a DICOM keyword (e.g. 'PatientSex', 'ViewPosition')")
+    elif raw["field"] != "age":
+        raise RuleError(f"rule {rule!r}, condition {name!r}: unknown field {raw['field']!r}; the derived field is 'age'")
+    if not any(t in raw for t in _TESTS):
+        raise RuleError(f"rule {rule!r}, condition {name!r}: needs one of {', '.join(_TESTS)}")
+    unknown = set(raw) - {"name", "keyword", "field", *_TESTS}
+    if unknown:
+        raise RuleError(f"rule {rule!r}, condition {name!r}: unknown key(s) {sorted(unknown)}; allowed: name, keyword, field, {', '.join(_TESTS)}")
+    try:
+        rx = re.compile(raw["regex"]) if "regex" in raw else None
+    except re.error as e:
+        raise RuleError(f"rule {rule!r}, condition {name!r}: bad regex: {e}") from None
+    return Condition(
+        name=str(name),
+        source=raw.get("keyword") or raw["field"],
+        derived="field" in raw,
+        equals=raw.get("equals"),
+        one_of=tuple(str(v) for v in raw["in"]) if "in" in raw else None,
+        regex=rx,
+        min=float(raw["min"]) if "min" in raw else None,
+        max=float(raw["max"]) if "max" in raw else None,
+    )
+
+
+def parse_rules(doc: Mapping[str, Any], source: str) -> Rules:
+    raw_rules = doc.get("rule")
+    if not raw_rules:
+        raise RuleError(f"{source}: no [[rule]] entries; see {DEFAULT_RULES.name} for the format")
+    rules = []
+    for i, r in enumerate(raw_rules):
+        name = r.get("name") or f"rule{i + 1}"
+        conds = tuple(_condition(name, c) for c in r.get("condition", []))
+        if not conds:
+            raise RuleError(f"rule {name!r}: has no [[rule.condition]] entries")
+        rules.append(Rule(name, conds))
+    return Rules(tuple(rules), source)
+
+
+def load_rules(path: str | Path | None = None) -> Rules:
+    """Rules from a TOML file holding ``[[rule]]`` entries; the shipped defaults if None."""
+    p = Path(path) if path else DEFAULT_RULES
+    with p.open("rb") as f:
+        doc = tomllib.load(f)
+    if "rule" not in doc and p != DEFAULT_RULES:
+        return load_rules(None)  # a config file without rules keeps the defaults
+    return parse_rules(doc, p.name)

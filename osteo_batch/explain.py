@@ -1,0 +1,116 @@
+"""Explanations: Grad-CAM heat maps for flagged images only.
+
+Why only flagged images: a coordinator looks at a heat map to see that the
+model weighed bone (spine, ribs) and not a marker or the edge of the film;
+nobody looks at heat maps of unflagged images, and Grad-CAM costs a backward
+pass. Overlays are PNG files named by a hash of (model ID, SOP Instance UID),
+never by anything a person could read.
+
+For a ViT the CAM is taken at the last block's first norm; the prefix tokens
+(class and register tokens) are dropped and the patch tokens reshaped to the
+patch grid.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from osteo_batch.models.model import LoadedModel, normalise
+from osteo_batch.tensors import DicomDataset, Item, make_loader
+
+
+@dataclass
+class Explained:
+    sop_instance_uid: str
+    heatmap: str  # file name under the heat-map folder
+
+
+def heatmap_name(model_id: str, sop_instance_uid: str) -> str:
+    return hashlib.sha256(f"{model_id}|{sop_instance_uid}".encode()).hexdigest()[:24] + ".png"
+
+
+def _vit_reshape(module):
+    n_prefix = getattr(module, "num_prefix_tokens", 1)
+    gh, gw = module.patch_embed.grid_size
+
+    def reshape(t):
+        t = t[:, n_prefix:, :]
+        return t.reshape(t.size(0), gh, gw, t.size(2)).permute(0, 3, 1, 2)
+
+    return reshape
+
+
+def overlay(image: np.ndarray, cam: np.ndarray, *, scale: int = 1) -> np.ndarray:
+    """RGB uint8 overlay of a [0,1] CAM on a [0,1] grey image (browsers scale it up)."""
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    rgb = np.repeat(image[..., None], 3, axis=2).astype(np.float32)
+    out = show_cam_on_image(rgb, cam.astype(np.float32), use_rgb=True, image_weight=0.6)
+    if scale > 1:
+        out = np.kron(out, np.ones((scale, scale, 1), dtype=np.uint8))
+    return out
+
+
+def explain(
+    model: LoadedModel,
+    items: list[Item],
+    out_dir: str | os.PathLike,
+    *,
+    batch_size: int = 8,
+    workers: int = 0,
+    device: str = "cpu",
+) -> tuple[list[Explained], list[tuple[str, str]]]:
+    """Write a heat map per item; returns what was written and (path, reason) failures."""
+    from PIL import Image
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from osteo_batch.outputs import private_dir
+
+    out = private_dir(out_dir)
+    module = model.module
+    target_class = model.config.labels.index(model.config.score_label)
+    done: list[Explained] = []
+    failed: list[tuple[str, str]] = []
+    loader = make_loader(DicomDataset(items, model.config.img_size), batch_size=batch_size, workers=workers)
+    with GradCAM(model=module, target_layers=[module.blocks[-1].norm1], reshape_transform=_vit_reshape(module)) as cam:
+        for idx, x, fails in loader:
+            failed.extend((items[i].key, r) for i, r in fails)
+            if not len(idx):
+                continue
+            xin = normalise(x.to(device), model.config).requires_grad_(True)
+            maps = cam(input_tensor=xin, targets=[ClassifierOutputTarget(target_class)] * len(idx))
+            for j, i in enumerate(idx.tolist()):
+                it = items[i]
+                name = heatmap_name(model.model_id, it.sop_instance_uid)
+                img = Image.fromarray(overlay(x[j, 0].numpy(), maps[j]))
+                tmp = out / f".{name}.tmp"
+                img.save(tmp, format="PNG", optimize=True)
+                os.chmod(tmp, 0o600)
+                os.replace(tmp, out / name)
+                done.append(Explained(it.sop_instance_uid, name))
+    return done, failed
+
+
+def record(store, model_id: str, run_id: str, explained: list[Explained]) -> None:
+    import pyarrow as pa
+
+    if not explained:
+        return
+    now = dt.datetime.now()
+    tbl = pa.table(
+        {
+            "sop_instance_uid": [e.sop_instance_uid for e in explained],
+            "model_id": [model_id] * len(explained),
+            "heatmap": [e.heatmap for e in explained],
+            "run_id": [run_id] * len(explained),
+            "created_at": pa.array([now] * len(explained), pa.timestamp("us")),
+        }
+    )
+    store.run("explanations_insert", expl=tbl)

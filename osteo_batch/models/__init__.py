@@ -1,0 +1,1 @@
+"""Models: the backbone registry, building and loading model directories, and training."""

@@ -1,0 +1,151 @@
+"""A saved model is a directory: weights, config, card. This module reads and writes it.
+
+Layout::
+
+    model.safetensors   merged weights (LoRA folded into the backbone), no pickle
+    config.json         backbone, input size, normalisation, labels, threshold, bands
+    card.json           validation metrics, provenance, intended use
+    card.html           the same card for people
+
+The model ID is a content hash of the weights and the inference fields of the
+config, so every score row names the exact model that produced it, and a
+retrained or recalibrated model gets a new ID (and its images are rescored).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+LABELS = ("normal", "osteopenia", "osteoporosis")
+FORMAT = "osteo-batch-model/1"
+
+
+class ModelDirError(ValueError):
+    """A model directory that cannot be used; the message says what is wrong and the fix."""
+
+
+@dataclass
+class ModelConfig:
+    backbone: str
+    timm_arch: str
+    img_size: int
+    backbone_kwargs: dict[str, Any]
+    mean: list[float]
+    std: list[float]
+    threshold: float
+    bands: dict[str, float]
+    labels: list[str] = field(default_factory=lambda: list(LABELS))
+    score_label: str = "osteoporosis"
+    lora: dict[str, Any] = field(default_factory=dict)
+    format: str = FORMAT
+
+    def inference_fields(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("lora", None)
+        return d
+
+
+@dataclass
+class LoadedModel:
+    module: Any  # torch.nn.Module in eval mode
+    config: ModelConfig
+    model_id: str
+    path: Path
+    card: dict[str, Any]
+
+
+def _sha256_file(p: Path) -> str:
+    h = hashlib.sha256()
+    with p.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def compute_model_id(weights: Path, config: ModelConfig) -> str:
+    h = hashlib.sha256()
+    h.update(_sha256_file(weights).encode())
+    h.update(json.dumps(config.inference_fields(), sort_keys=True).encode())
+    return "m-" + h.hexdigest()[:16]
+
+
+def build_module(config: ModelConfig):
+    from osteo_batch.models.backbones import build
+
+    return build(config.backbone, config.timm_arch, config.img_size, config.backbone_kwargs, len(config.labels))
+
+
+def save_model_dir(module, config: ModelConfig, out: str | Path) -> str:
+    """Write weights and config; returns the model ID. The card is written by the caller."""
+    from safetensors.torch import save_file
+
+    from osteo_batch.outputs import private_dir
+
+    out = private_dir(out)
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    save_file(state, str(out / "model.safetensors"), metadata={"format": FORMAT})
+    (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
+    return compute_model_id(out / "model.safetensors", config)
+
+
+def read_config(path: str | Path) -> ModelConfig:
+    p = Path(path)
+    cfg_path = p / "config.json"
+    if not p.is_dir():
+        raise ModelDirError(f"model {p} is not a directory; pass the folder that holds model.safetensors and config.json")
+    for need in ("model.safetensors", "config.json"):
+        if not (p / need).is_file():
+            raise ModelDirError(f"model {p}: {need} is missing; train one with `osteo-batch train` or copy the whole folder")
+    try:
+        raw = json.loads(cfg_path.read_text())
+        if raw.get("format") != FORMAT:
+            raise ModelDirError(f"model {p}: config.json format {raw.get('format')!r}, expected {FORMAT!r}")
+        return ModelConfig(**raw)
+    except (json.JSONDecodeError, TypeError) as e:
+        raise ModelDirError(f"model {p}: config.json is not a valid model config ({e})") from None
+
+
+def load_model_dir(path: str | Path, *, device: str = "cpu") -> LoadedModel:
+    """Load a model directory for inference. Weights come from safetensors only."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    p = Path(path)
+    cfg = read_config(p)
+    module = build_module(cfg)
+    try:
+        state = load_file(str(p / "model.safetensors"))
+    except (SafetensorError, OSError) as e:
+        raise ModelDirError(f"model {p}: model.safetensors cannot be read ({e}); the file is damaged, copy it again") from None
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0]
+        raise ModelDirError(f"model {p}: weights do not match config.json ({first})") from None
+    module.eval().to(device)
+    card = {}
+    if (p / "card.json").is_file():
+        card = json.loads((p / "card.json").read_text())
+    return LoadedModel(module, cfg, compute_model_id(p / "model.safetensors", cfg), p, card)
+
+
+def normalise(batch, config: ModelConfig):
+    """(N, 1, H, W) in [0, 1] to the backbone's 3-channel normalised input."""
+    import torch
+
+    mean = torch.tensor(config.mean, dtype=batch.dtype, device=batch.device).view(1, 3, 1, 1)
+    std = torch.tensor(config.std, dtype=batch.dtype, device=batch.device).view(1, 3, 1, 1)
+    return (batch.expand(-1, 3, -1, -1) - mean) / std
+
+
+def risk_band(score: float, bands: dict[str, float]) -> str:
+    """'very high', 'high' or 'below threshold', from the model's band edges."""
+    if score >= bands.get("very_high", 2.0):
+        return "very high"
+    if score >= bands["high"]:
+        return "high"
+    return "below threshold"

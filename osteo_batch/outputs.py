@@ -1,0 +1,46 @@
+"""Output files readable by their owner only, written atomically.
+
+Why: worklists, heat maps and the store hold protected health information on
+shared drives. Folders are 0700 and files 0600, and each file is written to a
+temporary name and renamed, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def private_dir(path: str | os.PathLike) -> Path:
+    """Create ``path`` (and parents) and make it 0700."""
+    p = Path(path)
+    missing = []
+    q = p
+    while not q.exists():
+        missing.append(q)
+        q = q.parent
+    for d in reversed(missing):  # every folder we create is private, not just the leaf
+        d.mkdir(exist_ok=True)
+        os.chmod(d, 0o700)
+    os.chmod(p, 0o700)
+    return p
+
+
+def write_private(path: str | os.PathLike, data: bytes | str) -> Path:
+    """Write ``data`` to ``path`` atomically with mode 0600."""
+    p = Path(path)
+    private_dir(p.parent)
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".tmp-", suffix=p.suffix)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p

@@ -1,0 +1,308 @@
+"""The nightly run's stages as plain functions: what a Prefect task (or a script) calls.
+
+Each stage takes :class:`Settings` and the run ID, opens the store itself,
+does one job, and returns a small JSON-able summary with counts only (no
+patient data), so the same functions serve the Prefect flow (one task per
+stage), a distributed runner, or a plain Python loop (:func:`run_nightly`).
+
+archive -> sweep (instances) -> score (pixel tensors -> scores) -> explain -> worklist
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import secrets
+import time
+import tomllib
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from osteo_batch.store import Store
+
+log = logging.getLogger("osteo_batch")
+
+STORE_FILE = "osteo.duckdb"
+
+
+class SettingsError(ValueError):
+    """A setting that cannot work; the message names it and the fix."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything one run needs, built once and passed explicitly."""
+
+    workdir: Path
+    archive: Path | None = None
+    model_dir: Path | None = None
+    dxa_csv: Path | None = None
+    rules_file: Path | None = None
+    config_file: Path | None = None
+    batch_size: int = 16
+    workers: int = 2
+    device: str = "cpu"
+    precision: str = "auto"
+    threshold: float | None = None  # overrides the model's threshold when set
+    dxa_lookback_days: int = 730
+    store_wait_s: float = 60.0
+
+    @property
+    def store_path(self) -> Path:
+        return self.workdir / STORE_FILE
+
+    def resolved_model_dir(self) -> Path:
+        if self.model_dir:
+            return self.model_dir
+        demo = self.workdir / "models" / "demo"
+        if (demo / "config.json").is_file():
+            return demo
+        raise SettingsError(
+            f"no model given and none at {demo}; pass --model MODEL_DIR or train one with `osteo-batch train`"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Settings":
+        return cls(**{k: (Path(v) if k in _PATH_KEYS and v is not None else v) for k, v in d.items()})
+
+
+_PATH_KEYS = {"workdir", "archive", "model_dir", "dxa_csv", "rules_file", "config_file"}
+_RUN_KEYS = {"batch_size": int, "workers": int, "device": str, "precision": str, "threshold": float,
+             "dxa_lookback_days": int, "store_wait_s": float}
+
+
+def load_settings(config: str | os.PathLike | None, **overrides: Any) -> Settings:
+    """Settings from an optional TOML file (``[run]`` table, ``[[rule]]`` entries), then overrides."""
+    values: dict[str, Any] = {}
+    rules_file = None
+    if config:
+        p = Path(config)
+        if not p.is_file():
+            raise SettingsError(f"config file {p} not found")
+        try:
+            doc = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise SettingsError(f"config file {p.name}: {e}") from None
+        for k, v in doc.get("run", {}).items():
+            if k not in _RUN_KEYS:
+                raise SettingsError(f"config file {p.name}: unknown [run] key {k!r}; known: {', '.join(sorted(_RUN_KEYS))}")
+            values[k] = _RUN_KEYS[k](v)
+        if "rule" in doc:
+            rules_file = p
+        values["config_file"] = p
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    for k in _PATH_KEYS & values.keys():
+        values[k] = Path(values[k])
+    if rules_file and "rules_file" not in values:
+        values["rules_file"] = rules_file
+    s = Settings(**values)
+    if s.batch_size < 1 or s.workers < 0:
+        raise SettingsError("batch_size must be >= 1 and workers >= 0")
+    return s
+
+
+def new_run_id() -> str:
+    """Sortable and free of patient data: UTC time plus randomness."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def _store(settings: Settings, *, read_only: bool = False) -> Store:
+    from osteo_batch.outputs import private_dir
+
+    if not read_only:
+        private_dir(settings.workdir)
+    return Store(settings.store_path, read_only=read_only, wait_s=settings.store_wait_s)
+
+
+def _timed(fn):
+    def wrapper(*a, **kw):
+        t0 = time.monotonic()
+        out = fn(*a, **kw)
+        out["seconds"] = round(time.monotonic() - t0, 2)
+        return out
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+# ------------------------------------------------------------------ stages
+
+
+def start_run(settings: Settings, run_id: str, *, kind: str = "nightly") -> dict[str, Any]:
+    model_id = threshold = model_dir = None
+    if kind == "nightly":
+        from osteo_batch.models.model import compute_model_id, read_config
+
+        mdir = settings.resolved_model_dir()
+        cfg = read_config(mdir)
+        model_id = compute_model_id(mdir / "model.safetensors", cfg)
+        model_dir = str(mdir.resolve())
+        threshold = settings.threshold if settings.threshold is not None else cfg.threshold
+    with _store(settings) as st:
+        st.run("runs_start", {"run_id": run_id, "kind": kind, "archive": str(settings.archive) if settings.archive else None,
+                              "model_id": model_id, "threshold": threshold})
+    return {"run_id": run_id, "model_id": model_id, "threshold": threshold, "model_dir": model_dir}
+
+
+@_timed
+def load_dxa_stage(settings: Settings, run_id: str) -> dict[str, Any]:
+    """Load the DXA table if one was given; later runs keep what was loaded."""
+    from osteo_batch.dxa import load_dxa
+
+    if not settings.dxa_csv:
+        return {"loaded": 0, "rejected": {}}
+    with _store(settings) as st:
+        parsed = load_dxa(st, settings.dxa_csv)
+    rejected: dict[str, int] = {}
+    for _, reason in parsed.rejected:
+        rejected[reason] = rejected.get(reason, 0) + 1
+    return {"loaded": len(parsed.rows), "rejected": rejected}
+
+
+@_timed
+def sweep_stage(settings: Settings, run_id: str, model_id: str | None = None) -> dict[str, Any]:
+    """Index the archive; statuses reflect scores from ``model_id`` (any model when None)."""
+    from osteo_batch.eligibility import load_rules
+    from osteo_batch.sweep import sweep
+
+    if not settings.archive or not Path(settings.archive).is_dir():
+        raise SettingsError(f"archive {settings.archive} is not a directory; pass --archive DIR")
+    rules = load_rules(settings.rules_file)
+    with _store(settings) as st:
+        res = sweep(st, settings.archive, run_id=run_id, rules=rules, model_id=model_id, workers=settings.workers or None)
+        reasons = st.rows("status_counts")
+    return {
+        "files": res.files,
+        "headers_read": res.read,
+        "vanished": res.vanished,
+        "unreadable_dirs": res.unreadable_dirs,
+        "by_status": res.counts,
+        "by_reason": {(r["reason"] or r["status"]): r["n"] for r in reasons},
+        "conserved": res.conserved(),
+    }
+
+
+@_timed
+def score_stage(settings: Settings, run_id: str, *, shard: int = 0, n_shards: int = 1) -> dict[str, Any]:
+    """Score pending images (this shard's share) and load the result into the store."""
+    from osteo_batch.models.model import load_model_dir
+    from osteo_batch.scoring import ScoreOptions, load_shards, score_shard
+    from osteo_batch.sweep import resolve_status
+    from osteo_batch.tensors import Item
+
+    model = load_model_dir(settings.resolved_model_dir(), device=settings.device)
+    with _store(settings, read_only=True) as st:
+        pending = [Item(r["path"], r["sop_instance_uid"], r["patient_id"]) for r in st.rows("pending_instances")]
+    opts = ScoreOptions(batch_size=settings.batch_size, workers=settings.workers, device=settings.device,
+                        precision=settings.precision)
+    res = score_shard(model, pending, out_dir=settings.workdir / "scores", run_id=run_id, shard=shard,
+                      n_shards=n_shards, opts=opts)
+    with _store(settings) as st:
+        added = load_shards(st, [res])
+        counts = resolve_status(st, model.model_id)
+    return {"pending": len(pending), "scored": added, "decode_rejected": len(res.rejected),
+            "by_status": counts, "model_id": model.model_id}
+
+
+@_timed
+def explain_stage(settings: Settings, run_id: str) -> dict[str, Any]:
+    """Grad-CAM heat maps for flagged images that have none from this model."""
+    from osteo_batch.explain import explain, record
+    from osteo_batch.models.model import load_model_dir
+    from osteo_batch.tensors import Item
+
+    model = load_model_dir(settings.resolved_model_dir(), device=settings.device)
+    threshold = settings.threshold if settings.threshold is not None else model.config.threshold
+    with _store(settings, read_only=True) as st:
+        todo = [Item(r["path"], r["sop_instance_uid"], None)
+                for r in st.rows("flagged_unexplained", {"model_id": model.model_id, "threshold": threshold})]
+    done, failed = explain(model, todo, settings.workdir / "heatmaps", device=settings.device,
+                           workers=min(settings.workers, 2))
+    with _store(settings) as st:
+        record(st, model.model_id, run_id, done)
+    return {"flagged_without_heatmap": len(todo), "explained": len(done), "failed": len(failed)}
+
+
+@_timed
+def worklist_stage(settings: Settings, run_id: str) -> dict[str, Any]:
+    """Render the worklist of the run ``run_id`` (or re-render it with a new threshold)."""
+    from osteo_batch.models.model import load_model_dir
+    from osteo_batch.worklist import write_worklist
+
+    model_dir = settings.resolved_model_dir()
+    model = load_model_dir(model_dir)
+    threshold = settings.threshold if settings.threshold is not None else model.config.threshold
+    with _store(settings) as st:
+        res = write_worklist(
+            st, workdir=settings.workdir, run={"run_id": run_id}, model_id=model.model_id, threshold=threshold,
+            bands=model.config.bands, dxa_lookback_days=settings.dxa_lookback_days, model_card=model.card,
+        )
+    return {"worklist": str(res.path), "listed": res.listed, "excluded": res.excluded,
+            "below_threshold": res.below_threshold, "threshold": threshold}
+
+
+def finish_run(settings: Settings, run_id: str, summary: dict[str, Any], *, status: str = "finished") -> dict[str, Any]:
+    with _store(settings) as st:
+        st.run("runs_finish", {"run_id": run_id, "status": status, "summary": json.dumps(summary, default=str)})
+    return summary
+
+
+def run_nightly(
+    settings: Settings,
+    run_id: str | None = None,
+    *,
+    stages: dict[str, Callable[..., dict[str, Any]]] | None = None,
+    on_stage: Callable[[str, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """The whole nightly run, stage by stage, recorded in ``runs``.
+
+    ``stages`` replaces stage functions by name (the Prefect flow passes its
+    tasks here, so the sequence is written once); ``on_stage`` sees each
+    stage's summary as it completes.
+    """
+    fns = {**STAGES, **(stages or {})}
+    run_id = run_id or new_run_id()
+    meta = start_run(settings, run_id)
+    summary: dict[str, Any] = dict(meta)
+    try:
+        for name in STAGES:
+            args = (meta["model_id"],) if name == "sweep" else ()
+            summary[name] = fns[name](settings, run_id, *args)
+            if on_stage:
+                on_stage(name, summary[name])
+        summary["instances"] = instance_counts(settings)
+    except BaseException:
+        finish_run(settings, run_id, summary, status="failed")
+        raise
+    return finish_run(settings, run_id, summary)
+
+
+def instance_counts(settings: Settings) -> dict[str, Any]:
+    """Files by status and by reason, as the store holds them now (read-only)."""
+    with _store(settings, read_only=True) as st:
+        rows = st.rows("status_counts")
+    by_status: dict[str, int] = {}
+    for r in rows:
+        by_status[r["status"]] = by_status.get(r["status"], 0) + r["n"]
+    return {
+        "files": sum(by_status.values()),
+        "by_status": by_status,
+        "by_reason": {(r["reason"] or r["status"]): r["n"] for r in rows},
+    }
+
+
+#: The nightly stages in order: archive -> instances -> scores -> explanations -> worklist.
+STAGES: dict[str, Callable[..., dict[str, Any]]] = {
+    "dxa": load_dxa_stage,
+    "sweep": sweep_stage,
+    "score": score_stage,
+    "explain": explain_stage,
+    "worklist": worklist_stage,
+}

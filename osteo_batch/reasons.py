@@ -1,0 +1,48 @@
+"""The vocabulary of reasons a file is not scored.
+
+Rejections are data, not errors: every file that is not scored gets one of
+these stable codes in ``instances.reason`` and the run goes on. Eligibility
+failures are written ``ineligible:<rule>`` with the failing rule's name (see
+``osteo_batch.eligibility``), so the vocabulary of those grows with the rules.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Reason(str, Enum):
+    NOT_DICOM = "not_dicom"
+    EMPTY_FILE = "empty_file"
+    TRUNCATED = "truncated"
+    UNREADABLE = "unreadable"  # permission denied, vanished, I/O error
+    NO_PIXEL_DATA = "no_pixel_data"
+    NOT_IMAGE = "not_an_image_sop_class"
+    MISSING_SOP_INSTANCE_UID = "missing_sop_instance_uid"
+    UNSUPPORTED_TRANSFER_SYNTAX = "unsupported_transfer_syntax"
+    PIXELS_INCONSISTENT = "pixels_inconsistent_with_header"
+    IMAGE_TOO_LARGE = "image_too_large"
+    DECODE_FAILED = "pixel_decode_failed"
+    DUPLICATE = "duplicate_sop_instance_uid"
+    AWAITING_SCORE = "awaiting_score"
+
+    def __str__(self) -> str:  # so f-strings and Arrow columns get the code
+        return self.value
+
+
+#: What each code means, for the run summary and the README.
+DESCRIPTIONS: dict[str, str] = {
+    Reason.NOT_DICOM.value: "not a DICOM file (no DICM prefix and no parseable data set)",
+    Reason.EMPTY_FILE.value: "zero-byte file",
+    Reason.TRUNCATED.value: "file ends before its pixel data does (partial transfer)",
+    Reason.UNREADABLE.value: "could not be read (permissions, vanished or I/O error)",
+    Reason.NO_PIXEL_DATA.value: "DICOM without Pixel Data (7FE0,0010)",
+    Reason.NOT_IMAGE.value: "SOP class is not an image (structured report, presentation state, ...)",
+    Reason.MISSING_SOP_INSTANCE_UID.value: "no SOP Instance UID (0008,0018): identity unknown",
+    Reason.UNSUPPORTED_TRANSFER_SYNTAX.value: "transfer syntax that no installed decoder handles",
+    Reason.PIXELS_INCONSISTENT.value: "pixel data length disagrees with Rows x Columns x Bits Allocated",
+    Reason.IMAGE_TOO_LARGE.value: "header claims an image beyond the configured size guard",
+    Reason.DECODE_FAILED.value: "pixel data could not be decoded",
+    Reason.DUPLICATE.value: "same SOP Instance UID as another file (the first path in sort order is kept)",
+    Reason.AWAITING_SCORE.value: "eligible, not scored yet by the current model",
+}

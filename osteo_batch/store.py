@@ -1,0 +1,151 @@
+"""The DuckDB store: schema, named SQL, Arrow in and out, and the single writer.
+
+Why one module: every other stage talks to the store through here, so locking,
+read-only access and where SQL lives are decided once. SQL is data, kept in
+``sql/<name>.sql`` and run with bound parameters, never assembled in Python.
+
+DuckDB lets one process open a file for writing. A nightly run is that writer;
+readers (the worklist renderer, ad-hoc queries) open the file read-only. When
+another process holds the lock we wait up to ``wait_s`` and then raise
+:class:`StoreLockedError`, which says what to do.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from osteo_batch.resources import SQL_DIR
+
+
+class StoreError(RuntimeError):
+    """Base class for store problems; the message says the fix."""
+
+
+class StoreLockedError(StoreError):
+    pass
+
+
+class StoreMissingError(StoreError):
+    pass
+
+
+@lru_cache(maxsize=None)
+def sql(name: str) -> str:
+    """Text of ``sql/<name>.sql``."""
+    p = SQL_DIR / f"{name}.sql"
+    if not p.is_file():
+        raise StoreError(f"no SQL named {name!r} in {SQL_DIR}")
+    return p.read_text()
+
+
+def _is_lock_error(e: Exception) -> bool:
+    msg = str(e)
+    return "lock" in msg.lower() and ("Could not set lock" in msg or "Conflicting lock" in msg or "locked" in msg)
+
+
+class Store:
+    """A connection to ``osteo.duckdb``; use as a context manager."""
+
+    def __init__(self, path: str | os.PathLike, *, read_only: bool = False, wait_s: float = 60.0):
+        self.path = Path(path)
+        self.read_only = read_only
+        self.wait_s = wait_s
+        self.con = None
+
+    def __enter__(self) -> "Store":
+        self.open()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def open(self) -> None:
+        import duckdb
+
+        if self.read_only and not self.path.exists():
+            raise StoreMissingError(
+                f"no store at {self.path}: run `osteo-batch sweep` or `osteo-batch run` with this --workdir first"
+            )
+        deadline = time.monotonic() + self.wait_s
+        delay = 0.2
+        while True:
+            try:
+                self.con = duckdb.connect(str(self.path), read_only=self.read_only)
+                break
+            except duckdb.IOException as e:
+                if not _is_lock_error(e):
+                    raise StoreError(f"cannot open store {self.path}: {e}") from None
+                if time.monotonic() >= deadline:
+                    raise StoreLockedError(
+                        f"store {self.path} is in use by another process (a nightly run?); "
+                        f"waited {self.wait_s:.0f}s. Try again when it finishes, or raise --wait."
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 1.5, 2.0)
+        if not self.read_only:
+            os.chmod(self.path, 0o600)
+            self.con.execute(sql("schema")).fetchall()
+
+    def close(self) -> None:
+        if self.con is not None:
+            self.con.close()
+            self.con = None
+
+    # -- running named SQL -------------------------------------------------
+    def run(self, name: str, params: dict[str, Any] | None = None, **relations: Any) -> list[dict]:
+        """Run ``sql/<name>.sql`` with bound ``params`` and return the last
+        statement's rows as dicts. ``relations`` are Arrow tables registered under
+        their keyword names for the statement's duration."""
+        return self._run(name, params, relations, lambda cur: _dicts(cur))
+
+    rows = run
+
+    def scalar(self, name: str, params: dict[str, Any] | None = None, **relations: Any) -> Any:
+        return self._run(name, params, relations, lambda cur: cur.fetchall()[0][0])
+
+    def arrow(self, name: str, params: dict[str, Any] | None = None, **relations: Any):
+        def fetch(cur):
+            return cur.to_arrow_table() if hasattr(cur, "to_arrow_table") else cur.fetch_arrow_table()
+
+        return self._run(name, params, relations, fetch)
+
+    def _run(self, name, params, relations, fetch):
+        for k, v in relations.items():
+            self.con.register(k, v)
+        try:
+            stmts = [s for s in _split(sql(name)) if s.strip()]
+            for i, s in enumerate(stmts):
+                used = {k: v for k, v in (params or {}).items() if f"${k}" in s}
+                cur = self.con.execute(s, used) if used else self.con.execute(s)
+                if i < len(stmts) - 1:
+                    cur.fetchall()
+            return fetch(cur)
+        finally:
+            for k in relations:
+                self.con.unregister(k)
+
+
+def _dicts(cur) -> list[dict]:
+    if cur.description is None:
+        return []
+    cols = [d[0] for d in cur.description]
+    return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+
+def _split(text: str) -> list[str]:
+    """Split a .sql file into statements on ';' at line ends (no ';' in our literals)."""
+    out, buf = [], []
+    for line in text.splitlines():
+        if line.strip().startswith("--"):
+            continue
+        buf.append(line)
+        if line.rstrip().endswith(";"):
+            out.append("\n".join(buf))
+            buf = []
+    if "".join(buf).strip():
+        out.append("\n".join(buf))
+    return out

@@ -1,0 +1,2 @@
+-- Number of files in the index.
+SELECT count(*) FROM instances;

@@ -1,0 +1,2 @@
+-- Number of score rows in the store.
+SELECT count(*) FROM scores;

@@ -1,0 +1,111 @@
+-- osteo-batch store schema. Every statement is idempotent: the store is
+-- created on first use and upgraded in place by later versions.
+
+-- One row per nightly run (or sweep-only run). summary holds the counts shown
+-- on the run summary page; it never holds patient data.
+CREATE TABLE IF NOT EXISTS runs (
+    run_id       VARCHAR PRIMARY KEY,
+    kind         VARCHAR NOT NULL,          -- 'nightly' or 'sweep'
+    started_at   TIMESTAMP NOT NULL,
+    finished_at  TIMESTAMP,
+    run_date     DATE NOT NULL,
+    archive      VARCHAR,
+    model_id     VARCHAR,
+    threshold    DOUBLE,
+    status       VARCHAR NOT NULL,          -- 'running', 'finished', 'failed'
+    summary      JSON
+);
+
+-- The header index: one row per regular file under the archive, whatever it
+-- is. status/reason are derived (sql/resolve_status.sql) from what the sweep
+-- (read_reason, eligibility_reason) and scoring (decode_reason) recorded.
+CREATE TABLE IF NOT EXISTS instances (
+    path                VARCHAR PRIMARY KEY,
+    size                BIGINT NOT NULL,
+    mtime_ns            BIGINT NOT NULL,
+    sop_instance_uid    VARCHAR,
+    sop_class_uid       VARCHAR,
+    study_instance_uid  VARCHAR,
+    series_instance_uid VARCHAR,
+    transfer_syntax_uid VARCHAR,
+    patient_id          VARCHAR,
+    patient_name        VARCHAR,
+    sex                 VARCHAR,
+    birth_date          DATE,
+    age                 DOUBLE,             -- years at the study
+    study_date          DATE,
+    accession_number    VARCHAR,
+    modality            VARCHAR,
+    view                VARCHAR,            -- ViewPosition
+    body_part           VARCHAR,
+    institution_name    VARCHAR,
+    manufacturer        VARCHAR,
+    photometric         VARCHAR,
+    rows                INTEGER,
+    columns             INTEGER,
+    bits_stored         INTEGER,
+    header              JSON,               -- selected keywords, for re-evaluating rules
+    read_reason         VARCHAR,            -- set when the header read rejected the file
+    read_detail         VARCHAR,
+    eligibility_reason  VARCHAR,            -- 'ineligible:<condition>' or NULL
+    decode_reason       VARCHAR,            -- set when pixel decoding failed
+    status              VARCHAR NOT NULL DEFAULT 'pending'
+        CHECK (status IN ('scored', 'ineligible', 'duplicate', 'rejected', 'pending')),
+    reason              VARCHAR,
+    swept_run_id        VARCHAR,
+    CHECK (status = 'scored' OR reason IS NOT NULL)
+);
+
+-- Risk scores: P(osteoporosis) from one model for one image. model_id is the
+-- model's content hash, so every score traces back to exact weights.
+CREATE TABLE IF NOT EXISTS scores (
+    sop_instance_uid VARCHAR NOT NULL,
+    patient_id       VARCHAR,
+    model_id         VARCHAR NOT NULL,
+    score            DOUBLE NOT NULL,
+    run_id           VARCHAR NOT NULL,
+    scored_at        TIMESTAMP NOT NULL,
+    PRIMARY KEY (sop_instance_uid, model_id)
+);
+
+-- Grad-CAM overlays of flagged images; heatmap is a file name under
+-- <workdir>/heatmaps, a hash that carries no patient data.
+CREATE TABLE IF NOT EXISTS explanations (
+    sop_instance_uid VARCHAR NOT NULL,
+    model_id         VARCHAR NOT NULL,
+    heatmap          VARCHAR NOT NULL,
+    run_id           VARCHAR NOT NULL,
+    created_at       TIMESTAMP NOT NULL,
+    PRIMARY KEY (sop_instance_uid, model_id)
+);
+
+-- DXA results as users bring them (dxa.csv). Loading is idempotent per
+-- (patient_id, exam_date); later runs keep what earlier runs loaded.
+CREATE TABLE IF NOT EXISTS dxa (
+    patient_id     VARCHAR NOT NULL,
+    exam_date      DATE NOT NULL,
+    t_lumbar_spine DOUBLE,
+    t_femoral_neck DOUBLE,
+    t_total_hip    DOUBLE,
+    source         VARCHAR,                 -- hash of the file it came from
+    loaded_at      TIMESTAMP NOT NULL,
+    PRIMARY KEY (patient_id, exam_date)
+);
+
+-- DXA rows that could not be loaded, with the reason: nothing is dropped silently.
+CREATE TABLE IF NOT EXISTS dxa_rejected (
+    source    VARCHAR NOT NULL,
+    line      INTEGER NOT NULL,
+    reason    VARCHAR NOT NULL,
+    loaded_at TIMESTAMP NOT NULL
+);
+
+-- Worklists written, one per run.
+CREATE TABLE IF NOT EXISTS worklists (
+    run_id     VARCHAR NOT NULL,
+    file       VARCHAR NOT NULL,
+    model_id   VARCHAR NOT NULL,
+    threshold  DOUBLE NOT NULL,
+    n_patients INTEGER NOT NULL,
+    created_at TIMESTAMP NOT NULL
+);
