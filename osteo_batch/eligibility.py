@@ -98,11 +98,11 @@ def _condition(rule: str, raw: Mapping[str, Any]) -> Condition:
             raise RuleError(f"rule {rule!r}, condition {name!r}: {raw['keyword']!r} is not a DICOM keyword (e.g. 'PatientSex', 'ViewPosition')")
     elif raw["field"] != "age":
         raise RuleError(f"rule {rule!r}, condition {name!r}: unknown field {raw['field']!r}; the derived field is 'age'")
-    if not any(t in raw for t in _TESTS):
-        raise RuleError(f"rule {rule!r}, condition {name!r}: needs one of {', '.join(_TESTS)}")
     unknown = set(raw) - {"name", "keyword", "field", *_TESTS}
     if unknown:
         raise RuleError(f"rule {rule!r}, condition {name!r}: unknown key(s) {sorted(unknown)}; allowed: name, keyword, field, {', '.join(_TESTS)}")
+    if not any(t in raw for t in _TESTS):
+        raise RuleError(f"rule {rule!r}, condition {name!r}: needs one of {', '.join(_TESTS)}")
     try:
         rx = re.compile(raw["regex"]) if "regex" in raw else None
     except re.error as e:

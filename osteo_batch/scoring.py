@@ -88,6 +88,8 @@ def score_shard(
             if progress:
                 progress(done, len(mine))
 
+    if not uids:  # nothing scored: no empty exchange file
+        return ShardResult(shard, n_shards, None, 0, rejected)
     now = dt.datetime.now()
     table = pa.table(
         {

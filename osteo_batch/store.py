@@ -70,6 +70,10 @@ class Store:
             raise StoreMissingError(
                 f"no store at {self.path}: run `osteo-batch sweep` or `osteo-batch run` with this --workdir first"
             )
+        if not self.read_only:
+            from osteo_batch.outputs import private_dir
+
+            private_dir(self.path.parent)
         deadline = time.monotonic() + self.wait_s
         delay = 0.2
         while True:

@@ -92,10 +92,22 @@ def resize(arr: np.ndarray, size: int) -> np.ndarray:
 def read_dataset(path: str | os.PathLike):
     import pydicom
 
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
     try:
-        return pydicom.dcmread(os.fspath(path), force=True)
+        ds = pydicom.dcmread(os.fspath(path), force=True)
     except Exception as e:
         raise PixelError(Reason.NOT_DICOM.value, type(e).__name__) from None
+    meta = getattr(ds, "file_meta", None)
+    if meta is None or "TransferSyntaxUID" not in meta:
+        # no meta header (older archives): the syntax is how the file parsed
+        implicit, little = ds.original_encoding
+        ds.file_meta = meta if meta is not None else FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = (
+            ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+        )
+    return ds
 
 
 def decode(ds) -> np.ndarray:

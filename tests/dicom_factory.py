@@ -1,0 +1,38 @@
+"""Small DICOM files for tests, each built for one case, written with pydicom."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from osteo_batch.synth import ImagePlan, build_dataset
+
+
+def plan(**kw) -> ImagePlan:
+    base = ImagePlan(
+        sop_instance_uid="2.25.1001", study_instance_uid="2.25.2001", series_instance_uid="2.25.3001",
+        patient_id="TST001", patient_name="Test^Alice", sex="F", birth_date="19600101", study_date="20250601",
+        accession="ACC1", modality="DX", view="PA", rows=64, cols=48, photometric="MONOCHROME2",
+        storage="native", z=0.0, seed=1, institution="Test Hospital", filename="x",
+    )
+    return replace(base, **kw)
+
+
+def ramp(rows: int = 64, cols: int = 48) -> np.ndarray:
+    """A 12-bit test picture with structure in both directions."""
+    y, x = np.mgrid[0:rows, 0:cols]
+    return ((x * 37 + y * 53 + (x * y) % 97) % 4096).astype(np.uint16)
+
+
+def dataset(pixels: np.ndarray | None = None, **kw):
+    p = plan(**kw)
+    px = ramp(p.rows, p.cols) if pixels is None else pixels
+    return build_dataset(p, px)
+
+
+def write(ds, path: Path, *, enforce_file_format: bool = True) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=enforce_file_format)
+    return path

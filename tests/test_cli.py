@@ -1,0 +1,89 @@
+"""The command-line contract: names, help, one-line errors, exit codes."""
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from osteo_batch.store import Store
+
+EXE = str(Path(sys.executable).parent / "osteo-batch")
+
+
+def cli(*args, cwd=None, timeout=600):
+    return subprocess.run([EXE, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=timeout)
+
+
+def one_line_error(p):
+    assert p.returncode == 2, p.stderr
+    lines = [l for l in p.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and re.match(r"osteo-batch( \w+)?: error: ", lines[0]), p.stderr
+    assert "Traceback" not in p.stderr
+    return lines[0]
+
+
+def test_help_reads_well():
+    p = cli("--help")
+    assert p.returncode == 0
+    for cmd in ("demo", "sweep", "run", "worklist", "train", "serve"):
+        assert cmd in p.stdout
+    assert "DXA confirms" in p.stdout
+    for cmd in ("demo", "sweep", "run", "worklist", "train", "serve"):
+        assert cli(cmd, "--help").returncode == 0
+
+
+def test_wrong_flag_and_missing_paths_are_one_line_errors(tmp_path):
+    assert "unrecognized arguments: --bogus" in one_line_error(cli("sweep", "--archive", tmp_path, "--bogus"))
+    assert "no such directory" in one_line_error(cli("sweep", "--archive", tmp_path / "nope"))
+    assert "required" in one_line_error(cli("run"))
+    assert "between 0 and 1" in one_line_error(cli("worklist", "--threshold", "2"))
+    msg = one_line_error(cli("run", "--archive", tmp_path, "--workdir", tmp_path / "w"))
+    assert "--model" in msg
+    assert "no store" in one_line_error(cli("worklist", "--workdir", tmp_path / "w2"))
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[run]\nbatchsize = 3\n")
+    assert "unknown [run] key 'batchsize'" in one_line_error(cli("sweep", "--archive", tmp_path, "--config", bad, "--workdir", tmp_path / "w3"))
+
+
+def test_sweep_run_and_worklist_threshold_zero(tmp_path, cohort_dir, tiny_model):
+    archive = tmp_path / "archive"
+    shutil.copytree(cohort_dir.archive, archive)
+    work = tmp_path / "work"
+    p = cli("sweep", "--archive", archive, "--workdir", work)
+    assert p.returncode == 0, p.stderr
+    assert "awaiting_score" in p.stdout
+    with Store(work / "osteo.duckdb", read_only=True) as st:
+        assert st.con.execute("SELECT count(*) FROM instances WHERE status='pending'").fetchall()[0][0] > 0
+
+    p = cli("run", "--archive", archive, "--workdir", work, "--model", tiny_model.model_dir, "--dxa", cohort_dir.dxa_csv,
+            "--no-prefect")
+    assert p.returncode == 0, p.stderr
+    assert "worklist:" in p.stdout
+
+    p = cli("worklist", "--workdir", work, "--threshold", "0")
+    assert p.returncode == 0, p.stderr
+    with Store(work / "osteo.duckdb", read_only=True) as st:
+        expected = st.con.execute("""
+            WITH latest AS (
+              SELECT patient_id, study_date FROM instances WHERE status = 'scored'
+              QUALIFY row_number() OVER (PARTITION BY patient_id ORDER BY study_date DESC) = 1)
+            SELECT count(*) FROM latest l
+            WHERE NOT EXISTS (SELECT 1 FROM dxa d WHERE d.patient_id = l.patient_id
+                              AND d.exam_date <= l.study_date AND d.exam_date > l.study_date - INTERVAL 730 DAY)
+        """).fetchall()[0][0]
+    assert f"{expected} patients at or above 0.0000" in p.stdout
+    path = Path(p.stdout.strip().splitlines()[-1].split("worklist: ")[1])
+    assert path.name.endswith("-threshold-0.0000.html") and path.is_file()
+    assert path.read_text().count('data-score="') == expected
+
+
+def test_worklist_waits_for_a_held_store_then_says_so(tmp_path):
+    work = tmp_path / "w"
+    with Store(work / "osteo.duckdb") as st:
+        st.con.execute("SELECT 1").fetchall()
+        # a nightly run holds the store for writing
+        p = cli("worklist", "--workdir", work, "--wait", "1")
+    assert "in use by another process" in one_line_error(p)

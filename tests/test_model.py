@@ -1,0 +1,89 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from osteo_batch.models.backbones import UnknownBackboneError, get_backbone, resolve_weights
+from osteo_batch.models.model import ModelDirError, load_model_dir, normalise
+
+
+def test_model_dir_has_weights_config_and_card(tiny_model):
+    d = tiny_model.model_dir
+    for f in ("model.safetensors", "config.json", "card.json", "card.html"):
+        assert (d / f).is_file(), f
+    cfg = json.loads((d / "config.json").read_text())
+    assert cfg["backbone"] == "dinov2_tiny_demo" and cfg["img_size"] == 168 and len(cfg["mean"]) == 3
+    assert 0 < cfg["threshold"] < 1
+    card = json.loads((d / "card.json").read_text())
+    v = card["validation"]
+    assert 0 <= v["auc_ci95"][0] <= v["auc"] <= v["auc_ci95"][1] <= 1
+    assert 0 <= v["sensitivity"] <= 1 and 0 <= v["specificity"] <= 1
+    assert card["random_init"] is True and "random" in card["weights"]
+    assert card["ceiling"]["auc_validation"] is not None
+    assert card["merge_max_abs_diff"] < 1e-4, "merged LoRA must give the same outputs"
+    html = (d / "card.html").read_text()
+    assert "random weights" in html and "DXA confirms" in html
+
+
+def test_model_id_is_a_content_hash(tiny_model, tmp_path):
+    m = load_model_dir(tiny_model.model_dir)
+    assert m.model_id == tiny_model.model_id
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_model.model_dir, copy)
+    assert load_model_dir(copy).model_id == m.model_id, "same content, same ID wherever it lives"
+    cfg = json.loads((copy / "config.json").read_text())
+    cfg["threshold"] = 0.123
+    (copy / "config.json").write_text(json.dumps(cfg))
+    assert load_model_dir(copy).model_id != m.model_id
+
+
+def test_loaded_model_scores_a_batch(tiny_model):
+    m = load_model_dir(tiny_model.model_dir)
+    x = torch.rand(2, 1, m.config.img_size, m.config.img_size)
+    with torch.inference_mode():
+        p = torch.softmax(m.module(normalise(x, m.config)), 1)
+    assert p.shape == (2, 3) and torch.allclose(p.sum(1), torch.ones(2))
+
+
+def test_broken_model_dirs_say_what_is_wrong(tiny_model, tmp_path):
+    with pytest.raises(ModelDirError, match="not a directory"):
+        load_model_dir(tmp_path / "nothing")
+    d = tmp_path / "m"
+    shutil.copytree(tiny_model.model_dir, d)
+    (d / "model.safetensors").write_bytes(b"\x00" * 100)
+    with pytest.raises(ModelDirError, match="cannot be read"):
+        load_model_dir(d)
+    (d / "model.safetensors").unlink()
+    with pytest.raises(ModelDirError, match="model.safetensors is missing"):
+        load_model_dir(d)
+
+
+def test_weights_are_safetensors_only(tmp_path):
+    (tmp_path / "w.pth").write_bytes(b"pickle")
+    with pytest.raises(ValueError, match="only .safetensors"):
+        resolve_weights(tmp_path / "w.pth")
+    with pytest.raises(FileNotFoundError):
+        resolve_weights(tmp_path / "folder-without-weights")
+
+
+def test_unknown_backbone_suggests_names():
+    with pytest.raises(UnknownBackboneError, match="did you mean dinov2_small"):
+        get_backbone("dinov2_smal")
+
+
+def test_pretrained_backbone_loads_from_a_local_file(tmp_path):
+    """The path a site takes with real DINOv2 weights, with a random stand-in file."""
+    import timm
+    from safetensors.torch import save_file
+
+    from osteo_batch.models.backbones import build, load_backbone_weights
+
+    spec = get_backbone("dinov2_tiny_demo")
+    donor = timm.create_model(spec.timm_arch, pretrained=False, img_size=spec.img_size, num_classes=0, **spec.kwargs)
+    save_file(donor.state_dict(), str(tmp_path / "model.safetensors"))
+    model = build(spec.name, spec.timm_arch, spec.img_size, spec.kwargs, 3)
+    info = load_backbone_weights(model, tmp_path)
+    assert len(info["sha256"]) == 64
+    assert torch.equal(model.blocks[0].attn.qkv.weight, donor.blocks[0].attn.qkv.weight)

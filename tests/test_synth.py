@@ -1,0 +1,76 @@
+import csv
+from collections import Counter
+
+import numpy as np
+import pydicom
+
+from osteo_batch import synth
+from osteo_batch.metrics import auc
+
+
+def test_demo_cohort_plan_is_seeded_and_has_what_archives_hold():
+    spec = synth.CohortSpec()
+    a, dxa_a, _ = synth.plan_cohort(spec)
+    b, dxa_b, _ = synth.plan_cohort(spec)
+    assert a == b and dxa_a == dxa_b, "same seed, same cohort"
+    assert 200 <= len(a) <= 400
+    assert all(1500 <= p.rows <= 3000 and 1500 <= p.cols <= 3000 for p in a)
+    assert set(Counter(p.modality for p in a)) == {"CR", "DX"}
+    storages = Counter(p.storage for p in a)
+    assert storages["j2k"] > 0 and storages["rle"] > 0 and storages["native"] > 0
+    assert any(p.photometric == "MONOCHROME1" for p in a)
+    assert any(p.view == "LL" for p in a)
+    assert any(p.sex == "M" for p in a)
+    ages = [(int(p.study_date[:4]) - int(p.birth_date[:4])) for p in a]
+    assert min(ages) < 50 and max(ages) >= 50
+    other = synth.plan_cohort(synth.CohortSpec(seed=spec.seed + 1))[0]
+    assert [p.z for p in other] != [p.z for p in a]
+
+
+def test_written_files_are_12_bit_dicom_with_masks_beside_the_archive(cohort_dir):
+    files = [p for p in cohort_dir.archive.rglob("*") if p.is_file()]
+    assert len(files) == cohort_dir.n_files
+    syntaxes = set()
+    for plan in cohort_dir.plans[:12]:
+        ds = pydicom.dcmread(cohort_dir.archive / plan.filename)
+        assert ds.BitsStored == 12 and ds.BitsAllocated == 16
+        assert ds.SOPInstanceUID == plan.sop_instance_uid
+        assert ds.PhotometricInterpretation == plan.photometric
+        syntaxes.add(ds.file_meta.TransferSyntaxUID)
+        arr = ds.pixel_array
+        assert arr.shape == (plan.rows, plan.cols) and arr.max() < 4096
+        mask = cohort_dir.masks / f"{plan.sop_instance_uid}.png"
+        assert mask.is_file()
+    assert len(syntaxes) >= 2
+    assert not any(p.suffix == ".png" for p in files), "masks must not be inside the archive"
+
+
+def test_dxa_table_has_the_user_format(cohort_dir):
+    with open(cohort_dir.dxa_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0].keys()) == ["patient_id", "exam_date", "t_lumbar_spine", "t_femoral_neck", "t_total_hip"]
+    assert any(r["t_total_hip"] == "" for r in rows) or len(rows) < 20
+    for r in rows:
+        assert len(r["exam_date"]) == 10 and r["exam_date"][4] == "-"
+
+
+def test_bone_is_denser_in_the_image_when_latent_density_is_higher():
+    base = synth.plan_cohort(synth.CohortSpec(min_side=256, max_side=300))[0][0]
+    from dataclasses import replace
+
+    lo_img, mask = synth.draw_phantom(replace(base, z=-2.0))
+    hi_img, _ = synth.draw_phantom(replace(base, z=2.0))
+    bone = mask > 0
+    assert hi_img[bone].mean() > lo_img[bone].mean() + 0.01
+    assert abs(hi_img[~bone].mean() - lo_img[~bone].mean()) < 0.01
+
+
+def test_ceiling_is_the_auc_of_the_latent_density():
+    c1, c2 = synth.ceiling_auc(n=100_000, seed=1), synth.ceiling_auc(n=100_000, seed=2)
+    assert abs(c1 - c2) < 0.01
+    assert 0.85 < c1 < 0.995
+    # a noisier measurement would lower it: the ceiling is below 1 because DXA has noise
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=5000)
+    y = (z + rng.normal(0, 0.5, 5000)) < -1
+    assert auc(y, -z) < 1.0
