@@ -64,7 +64,7 @@ def test_rerun_scores_nothing_again(runs):
 def test_worklist_lists_flagged_patients_once_highest_first(runs):
     wl = runs["first"]["worklist"]
     html = open(wl["worklist"], encoding="utf-8").read()
-    scores = [float(s) for s in re.findall(r'data-score="([0-9.]+)"', html)]
+    scores = [float(s) for s in re.findall(r'data-score="([0-9.e-]+)"', html)]
     assert len(scores) == wl["listed"] and scores == sorted(scores, reverse=True)
     assert all(s >= wl["threshold"] for s in scores)
     assert "DXA confirms" in html and "not a diagnosis" in html

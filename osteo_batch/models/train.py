@@ -225,8 +225,8 @@ def train(
     very_high = max(thr, metrics.threshold_for_specificity(y_bin, score, cfg.very_high_specificity))
     op = metrics.at_threshold(y_bin, score, thr)
     macro = float(np.nanmean([metrics.auc((y_va == k).astype(int), p_va[:, k]) for k in range(3)]))
-    mcfg.threshold = round(float(thr), 6)
-    mcfg.bands = {"high": mcfg.threshold, "very_high": round(float(very_high), 6)}
+    mcfg.threshold = float(thr)  # unrounded: the image that set it must stay flagged
+    mcfg.bands = {"high": mcfg.threshold, "very_high": float(very_high)}
 
     ceiling_val = None
     if truth_csv:
