@@ -170,7 +170,7 @@ def cmd_train(args) -> int:
     cfg = TrainConfig(backbone=args.backbone, weights=str(args.weights) if args.weights else None, epochs=args.epochs,
                       seed=args.seed, workers=args.workers)
     t0 = time.monotonic()
-    with pipeline._store(s) as st:
+    with pipeline.open_store(s) as st:
         res = train(st, args.out, cfg, truth_csv=args.truth,
                     progress=lambda e, n, loss: _say(f"[train] epoch {e}/{n} loss {loss:.3f} ({time.monotonic() - t0:.0f} s)"))
     v = res.card["validation"]

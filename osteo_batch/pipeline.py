@@ -112,7 +112,7 @@ def new_run_id() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
-def _store(settings: Settings, *, read_only: bool = False) -> Store:
+def open_store(settings: Settings, *, read_only: bool = False) -> Store:
     from osteo_batch.outputs import private_dir
 
     if not read_only:
@@ -145,7 +145,7 @@ def start_run(settings: Settings, run_id: str, *, kind: str = "nightly") -> dict
         model_id = compute_model_id(mdir / "model.safetensors", cfg)
         model_dir = str(mdir.resolve())
         threshold = settings.threshold if settings.threshold is not None else cfg.threshold
-    with _store(settings) as st:
+    with open_store(settings) as st:
         st.run("runs_start", {"run_id": run_id, "kind": kind, "archive": str(settings.archive) if settings.archive else None,
                               "model_id": model_id, "threshold": threshold})
     return {"run_id": run_id, "model_id": model_id, "threshold": threshold, "model_dir": model_dir}
@@ -158,7 +158,7 @@ def load_dxa_stage(settings: Settings, run_id: str) -> dict[str, Any]:
 
     if not settings.dxa_csv:
         return {"loaded": 0, "rejected": {}}
-    with _store(settings) as st:
+    with open_store(settings) as st:
         parsed = load_dxa(st, settings.dxa_csv)
     rejected: dict[str, int] = {}
     for _, reason in parsed.rejected:
@@ -175,7 +175,7 @@ def sweep_stage(settings: Settings, run_id: str, model_id: str | None = None) ->
     if not settings.archive or not Path(settings.archive).is_dir():
         raise SettingsError(f"archive {settings.archive} is not a directory; pass --archive DIR")
     rules = load_rules(settings.rules_file)
-    with _store(settings) as st:
+    with open_store(settings) as st:
         res = sweep(st, settings.archive, run_id=run_id, rules=rules, model_id=model_id, workers=settings.workers or None)
         reasons = st.rows("status_counts")
     return {
@@ -198,13 +198,13 @@ def score_stage(settings: Settings, run_id: str, *, shard: int = 0, n_shards: in
     from osteo_batch.tensors import Item
 
     model = load_model_dir(settings.resolved_model_dir(), device=settings.device)
-    with _store(settings, read_only=True) as st:
+    with open_store(settings, read_only=True) as st:
         pending = [Item(r["path"], r["sop_instance_uid"], r["patient_id"]) for r in st.rows("pending_instances")]
     opts = ScoreOptions(batch_size=settings.batch_size, workers=settings.workers, device=settings.device,
                         precision=settings.precision)
     res = score_shard(model, pending, out_dir=settings.workdir / "scores", run_id=run_id, shard=shard,
                       n_shards=n_shards, opts=opts)
-    with _store(settings) as st:
+    with open_store(settings) as st:
         added = load_shards(st, [res])
         counts = resolve_status(st, model.model_id)
     return {"pending": len(pending), "scored": added, "decode_rejected": len(res.rejected),
@@ -220,12 +220,12 @@ def explain_stage(settings: Settings, run_id: str) -> dict[str, Any]:
 
     model = load_model_dir(settings.resolved_model_dir(), device=settings.device)
     threshold = settings.threshold if settings.threshold is not None else model.config.threshold
-    with _store(settings, read_only=True) as st:
+    with open_store(settings, read_only=True) as st:
         todo = [Item(r["path"], r["sop_instance_uid"], None)
                 for r in st.rows("flagged_unexplained", {"model_id": model.model_id, "threshold": threshold})]
     done, failed = explain(model, todo, settings.workdir / "heatmaps", device=settings.device,
                            workers=min(settings.workers, 2))
-    with _store(settings) as st:
+    with open_store(settings) as st:
         record(st, model.model_id, run_id, done)
     return {"flagged_without_heatmap": len(todo), "explained": len(done), "failed": len(failed)}
 
@@ -239,7 +239,7 @@ def worklist_stage(settings: Settings, run_id: str) -> dict[str, Any]:
     model_dir = settings.resolved_model_dir()
     model = load_model_dir(model_dir)
     threshold = settings.threshold if settings.threshold is not None else model.config.threshold
-    with _store(settings) as st:
+    with open_store(settings) as st:
         res = write_worklist(
             st, workdir=settings.workdir, run={"run_id": run_id}, model_id=model.model_id, threshold=threshold,
             bands=model.config.bands, dxa_lookback_days=settings.dxa_lookback_days, model_card=model.card,
@@ -249,7 +249,7 @@ def worklist_stage(settings: Settings, run_id: str) -> dict[str, Any]:
 
 
 def finish_run(settings: Settings, run_id: str, summary: dict[str, Any], *, status: str = "finished") -> dict[str, Any]:
-    with _store(settings) as st:
+    with open_store(settings) as st:
         st.run("runs_finish", {"run_id": run_id, "status": status, "summary": json.dumps(summary, default=str)})
     return summary
 
@@ -286,7 +286,7 @@ def run_nightly(
 
 def instance_counts(settings: Settings) -> dict[str, Any]:
     """Files by status and by reason, as the store holds them now (read-only)."""
-    with _store(settings, read_only=True) as st:
+    with open_store(settings, read_only=True) as st:
         rows = st.rows("status_counts")
     by_status: dict[str, int] = {}
     for r in rows:

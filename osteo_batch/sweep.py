@@ -15,7 +15,6 @@ sweep, so files swept = scored + ineligible + duplicate + rejected + pending.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -58,9 +57,9 @@ def read_headers(paths: list[str], *, workers: int | None = None) -> list[Header
         return _read_many(paths)
     chunk = max(16, len(paths) // (workers * 8))
     chunks = [paths[i : i + chunk] for i in range(0, len(paths), chunk)]
-    # forkserver: the caller may hold threads (Prefect) or torch, which fork dislikes
-    ctx = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    from osteo_batch.workers import context
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context()) as pool:
         return [r for part in pool.map(_read_many, chunks) for r in part]
 
 

@@ -59,7 +59,9 @@ def make_loader(dataset: DicomDataset, *, batch_size: int, workers: int, pin_mem
 
     kw = {}
     if workers > 0:
-        kw = {"prefetch_factor": 4, "persistent_workers": False, "multiprocessing_context": "forkserver"}
+        from osteo_batch.workers import context
+
+        kw = {"prefetch_factor": 4, "persistent_workers": False, "multiprocessing_context": context()}
     return DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
         pin_memory=pin_memory, **kw,

@@ -62,7 +62,7 @@ def tiny_model(cohort_dir, tmp_path_factory):
     pipeline.load_dxa_stage(s, "train")
     pipeline.sweep_stage(s, "train")
     out = work / "models" / "tiny"
-    with pipeline._store(s) as st:
+    with pipeline.open_store(s) as st:
         res = train(st, out, TrainConfig(epochs=2, workers=0, seed=0), truth_csv=cohort_dir.truth_csv)
     return res
 

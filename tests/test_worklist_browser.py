@@ -34,7 +34,7 @@ def worklist(cohort_dir, tiny_model, tmp_path_factory):
     s = pipeline.load_settings(None, workdir=root / "work", archive=archive, model_dir=tiny_model.model_dir)
     summary = pipeline.run_nightly(s)
     m = load_model_dir(tiny_model.model_dir)
-    with pipeline._store(s) as st:
+    with pipeline.open_store(s) as st:
         res = write_worklist(st, workdir=s.workdir, run={"run_id": summary["run_id"]}, model_id=m.model_id,
                              threshold=0.0, bands=m.config.bands, name_suffix="-all", record=False)
     return res, summary

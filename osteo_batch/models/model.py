@@ -43,6 +43,18 @@ class ModelConfig:
     lora: dict[str, Any] = field(default_factory=dict)
     format: str = FORMAT
 
+    @classmethod
+    def for_backbone(cls, name: str, *, lora_r: int = 8, lora_alpha: int = 16) -> "ModelConfig":
+        """A config for registry backbone ``name``; threshold and bands are set after validation."""
+        from osteo_batch.models.backbones import get_backbone
+
+        spec = get_backbone(name)
+        return cls(
+            backbone=spec.name, timm_arch=spec.timm_arch, img_size=spec.img_size, backbone_kwargs=dict(spec.kwargs),
+            mean=list(spec.mean), std=list(spec.std), threshold=0.5, bands={"high": 0.5},
+            lora={"r": lora_r, "alpha": lora_alpha, "target_modules": list(spec.lora_targets), "merged": True},
+        )
+
     def inference_fields(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("lora", None)

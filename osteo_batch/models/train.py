@@ -160,11 +160,7 @@ def train(
     if len(set(y_va.tolist())) < 2 or (y_va == 2).sum() == 0:
         raise TrainingDataError("the validation split has no osteoporosis cases; add data or change --seed")
 
-    mcfg = ModelConfig(
-        backbone=spec.name, timm_arch=spec.timm_arch, img_size=spec.img_size, backbone_kwargs=dict(spec.kwargs),
-        mean=list(spec.mean), std=list(spec.std), threshold=0.5, bands={"high": 0.5},
-        lora={"r": cfg.lora_r, "alpha": cfg.lora_alpha, "target_modules": list(spec.lora_targets), "merged": True},
-    )
+    mcfg = ModelConfig.for_backbone(spec.name, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha)
     module = build_module(mcfg)
     if cfg.weights:
         weights_info = load_backbone_weights(module, cfg.weights)
