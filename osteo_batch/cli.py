@@ -27,22 +27,14 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _existing_dir():
+def _existing(kind: str):
+    """argparse type: a path that must exist as a 'directory' or a 'file'."""
+    test = Path.is_dir if kind == "directory" else Path.is_file
+
     def check(value: str) -> Path:
-        p = Path(value)
-        if not p.is_dir():
-            raise argparse.ArgumentTypeError(f"{value}: no such directory")
-        return p
-
-    return check
-
-
-def _existing_file():
-    def check(value: str) -> Path:
-        p = Path(value)
-        if not p.is_file():
-            raise argparse.ArgumentTypeError(f"{value}: no such file")
-        return p
+        if not test(Path(value)):
+            raise argparse.ArgumentTypeError(f"{value}: no such {kind}")
+        return Path(value)
 
     return check
 
@@ -245,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--workdir", type=Path, default=Path(os.environ.get("OSTEO_BATCH_WORKDIR", DEFAULT_WORKDIR)),
                         help=f"folder for the store, scores, heat maps and worklists (default: {DEFAULT_WORKDIR})")
         if archive:
-            sp.add_argument("--archive", type=_existing_dir(), required=archive_required,
+            sp.add_argument("--archive", type=_existing("directory"), required=archive_required,
                             help="the DICOM archive to sweep")
 
     d = sub.add_parser("demo", help="write a synthetic archive, train the demo model, run the nightly flow",
@@ -261,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sweep", help="index the archive only (eligible, unscored files are 'pending')",
                        description="Walk the archive, read headers, record every file's status in the store.")
     common(s, archive=True, archive_required=True)
-    s.add_argument("--config", type=_existing_file(), help="TOML with [run] settings and/or [[rule]] eligibility rules")
+    s.add_argument("--config", type=_existing("file"), help="TOML with [run] settings and/or [[rule]] eligibility rules")
     s.add_argument("--workers", type=int, default=None, help="header-reading processes (default: CPU count, max 8)")
     s.set_defaults(fn=cmd_sweep)
 
@@ -269,9 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="One nightly run as the Prefect flow nightly_screening, on a local ephemeral server "
                                    "unless PREFECT_API_URL points at one.", epilog=EPILOG)
     common(r, archive=True, archive_required=True)
-    r.add_argument("--model", type=_existing_dir(), help="model folder (default: WORKDIR/models/demo)")
-    r.add_argument("--dxa", type=_existing_file(), help="DXA table (CSV) to load; later runs keep it")
-    r.add_argument("--config", type=_existing_file(), help="TOML with [run] settings and/or [[rule]] eligibility rules")
+    r.add_argument("--model", type=_existing("directory"), help="model folder (default: WORKDIR/models/demo)")
+    r.add_argument("--dxa", type=_existing("file"), help="DXA table (CSV) to load; later runs keep it")
+    r.add_argument("--config", type=_existing("file"), help="TOML with [run] settings and/or [[rule]] eligibility rules")
     r.add_argument("--workers", type=int, default=None, help="decode worker processes (default: 2)")
     r.add_argument("--batch-size", type=int, default=None, help="images per batch (default: 16)")
     r.add_argument("--device", default=None, help="torch device: cpu (default), cuda, cuda:1 ...")
@@ -283,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(w)
     w.add_argument("--threshold", type=_probability, default=None,
                    help="list patients at or above P; 0 lists every scored eligible patient not excluded")
-    w.add_argument("--model", type=_existing_dir(), help="model folder (default: the one the run used)")
+    w.add_argument("--model", type=_existing("directory"), help="model folder (default: the one the run used)")
     w.add_argument("--wait", type=float, default=60.0, help="seconds to wait for a store held by a run (default: 60)")
     w.set_defaults(fn=cmd_worklist)
 
@@ -291,23 +283,23 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Pairs eligible images with DXA within 180 days, splits by patient, fine-tunes with "
                                    "LoRA, evaluates, and writes MODEL_DIR with its card.")
     common(t, archive=True, archive_required=True)
-    t.add_argument("--dxa", type=_existing_file(), required=True, help="DXA table (CSV)")
+    t.add_argument("--dxa", type=_existing("file"), required=True, help="DXA table (CSV)")
     t.add_argument("--out", type=Path, required=True, help="model folder to write")
     t.add_argument("--backbone", default="dinov2_tiny_demo", help="backbone name (default: dinov2_tiny_demo)")
     t.add_argument("--weights", type=Path, help="local .safetensors backbone weights (never downloaded)")
     t.add_argument("--epochs", type=int, default=20)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--workers", type=int, default=2)
-    t.add_argument("--truth", type=_existing_file(), help="synthetic cohorts: truth.csv, to report the ceiling")
-    t.add_argument("--config", type=_existing_file(), help="TOML with [[rule]] eligibility rules")
+    t.add_argument("--truth", type=_existing("file"), help="synthetic cohorts: truth.csv, to report the ceiling")
+    t.add_argument("--config", type=_existing("file"), help="TOML with [[rule]] eligibility rules")
     t.set_defaults(fn=cmd_train)
 
     v = sub.add_parser("serve", help="serve the nightly flow on a cron schedule (needs `prefect server start`)")
     common(v, archive=True, archive_required=True)
     v.add_argument("--cron", default="0 2 * * *", help="cron schedule (default: 02:00 every night)")
-    v.add_argument("--model", type=_existing_dir())
-    v.add_argument("--dxa", type=_existing_file())
-    v.add_argument("--config", type=_existing_file())
+    v.add_argument("--model", type=_existing("directory"))
+    v.add_argument("--dxa", type=_existing("file"))
+    v.add_argument("--config", type=_existing("file"))
     v.set_defaults(fn=cmd_serve)
     return p
 

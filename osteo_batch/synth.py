@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from osteo_batch.metrics import auc
+from osteo_batch.who import who_class  # noqa: F401  (re-exported for cohort users)
 
 #: T-score model: T_site = T_MEAN + T_SLOPE * z + site offset + noise.
 T_MEAN = -0.9
@@ -115,15 +116,6 @@ def t_scores(z: float, rng: np.random.Generator) -> dict[str, float]:
         site: round(T_MEAN + T_SLOPE * z + off + rng.normal(0.0, SITE_NOISE_SD), 1)
         for site, off in SITE_OFFSETS.items()
     }
-
-
-def who_class(t_min: float) -> int:
-    """0 normal (T >= -1.0), 1 osteopenia, 2 osteoporosis (T <= -2.5)."""
-    if t_min <= -2.5:
-        return 2
-    if t_min < -1.0:
-        return 1
-    return 0
 
 
 def latent_density(age: float, rng: np.random.Generator) -> float:

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-LABELS = ("normal", "osteopenia", "osteoporosis")
+from osteo_batch.who import LABELS
 FORMAT = "osteo-batch-model/1"
 
 

@@ -27,6 +27,7 @@ from osteo_batch.models.backbones import get_backbone, load_backbone_weights
 from osteo_batch.models.model import LABELS, ModelConfig, build_module, normalise, save_model_dir
 from osteo_batch.store import Store
 from osteo_batch.tensors import DicomDataset, Item, make_loader
+from osteo_batch.who import who_class
 
 log = logging.getLogger("osteo_batch.train")
 
@@ -59,14 +60,6 @@ class TrainResult:
     model_dir: Path
     model_id: str
     card: dict[str, Any] = field(default_factory=dict)
-
-
-def who_label(t_min: float) -> int:
-    if t_min <= -2.5:
-        return 2
-    if t_min < -1.0:
-        return 1
-    return 0
 
 
 def split_by_patient(patients: list[str], labels: list[int], val_fraction: float, seed: int) -> set[str]:
@@ -146,7 +139,7 @@ def train(
             f"only {len(pairs)} eligible images have a DXA within {cfg.pair_window_days} days; "
             "at least 20 are needed (check the DXA table's patient_id values and dates)"
         )
-    labels = [who_label(p["t_min"]) for p in pairs]
+    labels = [who_class(p["t_min"]) for p in pairs]
     patients = [p["patient_id"] for p in pairs]
     val_patients = split_by_patient(patients, labels, cfg.val_fraction, cfg.seed)
     items = [Item(p["path"], p["sop_instance_uid"], p["patient_id"]) for p in pairs]
