@@ -9,6 +9,8 @@ defaults live in ``osteo_batch/defaults/eligibility.toml``.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import tomllib
 from dataclasses import dataclass
@@ -72,6 +74,7 @@ class Rule:
 class Rules:
     rules: tuple[Rule, ...]
     source: str
+    digest: str = ""  # hash of the rule text: a change re-evaluates every file
 
     def reason(self, header: Mapping[str, Any], derived: Mapping[str, Any]) -> str | None:
         """None when eligible, else ``ineligible:<condition>`` (one per rule, joined by ``|``)."""
@@ -130,7 +133,8 @@ def parse_rules(doc: Mapping[str, Any], source: str) -> Rules:
         if not conds:
             raise RuleError(f"rule {name!r}: has no [[rule.condition]] entries")
         rules.append(Rule(name, conds))
-    return Rules(tuple(rules), source)
+    canon = json.dumps(raw_rules, sort_keys=True, default=str)
+    return Rules(tuple(rules), source, hashlib.sha256(canon.encode()).hexdigest()[:16])
 
 
 def load_rules(path: str | Path | None = None) -> Rules:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,17 @@ class Store:
         if self.con is not None:
             self.con.close()
             self.con = None
+
+    @contextmanager
+    def transaction(self):
+        """Everything inside commits together or not at all (a kill mid-way leaves no half)."""
+        self.con.execute("BEGIN TRANSACTION").fetchall()
+        try:
+            yield self
+        except BaseException:
+            self.con.execute("ROLLBACK").fetchall()
+            raise
+        self.con.execute("COMMIT").fetchall()
 
     # -- running named SQL -------------------------------------------------
     def run(self, name: str, params: dict[str, Any] | None = None, **relations: Any) -> list[dict]:

@@ -26,6 +26,8 @@ from osteo_batch.store import Store
 
 #: Below this many files, a process pool costs more than it saves.
 _PARALLEL_MIN = 256
+#: Files per committed batch: a killed sweep loses at most this much work.
+BATCH = 2000
 
 INSTANCE_COLUMNS = (
     "sop_instance_uid", "sop_class_uid", "study_instance_uid", "series_instance_uid", "transfer_syntax_uid",
@@ -50,17 +52,30 @@ def _read_many(paths: list[str]) -> list[HeaderResult]:
     return [read_header(p) for p in paths]
 
 
-def read_headers(paths: list[str], *, workers: int | None = None) -> list[HeaderResult]:
-    """Read headers of ``paths``, in parallel processes when there are many."""
+def iter_headers(paths: list[str], *, workers: int | None = None, batch: int = BATCH):
+    """Yield header results in batches of about ``batch``, in order.
+
+    Parallel processes read when there are many files; each batch is handed
+    back as soon as it is read, so the caller can commit progress as it goes.
+    """
     workers = workers or min(8, os.cpu_count() or 1)
     if len(paths) < _PARALLEL_MIN or workers <= 1:
-        return _read_many(paths)
-    chunk = max(16, len(paths) // (workers * 8))
-    chunks = [paths[i : i + chunk] for i in range(0, len(paths), chunk)]
+        for i in range(0, len(paths), batch):
+            yield _read_many(paths[i : i + batch])
+        return
     from osteo_batch.workers import context
 
+    chunk = max(16, min(256, len(paths) // (workers * 8)))
+    chunks = [paths[i : i + chunk] for i in range(0, len(paths), chunk)]
+    out: list[HeaderResult] = []
     with ProcessPoolExecutor(max_workers=workers, mp_context=context()) as pool:
-        return [r for part in pool.map(_read_many, chunks) for r in part]
+        for part in pool.map(_read_many, chunks):
+            out.extend(part)
+            if len(out) >= batch:
+                yield out
+                out = []
+    if out:
+        yield out
 
 
 def _rows_table(results: list[HeaderResult], sizes: dict[str, tuple[int, int]], run_id: str):
@@ -84,17 +99,23 @@ def _rows_table(results: list[HeaderResult], sizes: dict[str, tuple[int, int]], 
     ).append_column("swept_run_id", pa.array([run_id] * n))
 
 
-def apply_rules(store: Store, rules: Rules) -> None:
-    """Re-evaluate eligibility of every readable file from its stored header."""
+def apply_rules(store: Store, rules: Rules) -> int:
+    """Evaluate eligibility from stored headers; returns how many files were evaluated.
+
+    Only files not yet judged by these exact rules are evaluated (new or
+    changed files, or every file after a rule change), so an unchanged night
+    costs nothing here and a rule change needs no re-read of the archive.
+    """
     import pyarrow as pa
 
     paths, reasons = [], []
-    for row in store.rows("eligibility_inputs"):
+    for row in store.rows("eligibility_inputs", {"digest": rules.digest}):
         header = json.loads(row["header"]) if row["header"] else {}
         paths.append(row["path"])
         reasons.append(rules.reason(header, {"age": row["age"]}))
     elig = pa.table({"path": pa.array(paths, pa.string()), "eligibility_reason": pa.array(reasons, pa.string())})
-    store.run("eligibility_update", elig=elig)
+    store.run("eligibility_update", {"digest": rules.digest}, elig=elig)
+    return len(paths)
 
 
 def resolve_status(store: Store, model_id: str | None) -> dict[str, int]:
@@ -113,6 +134,8 @@ def sweep(
     rules: Rules | None = None,
     model_id: str | None = None,
     workers: int | None = None,
+    progress=None,
+    batch: int = BATCH,
 ) -> SweepResult:
     """Index ``archive`` into ``store``; statuses reflect scores from ``model_id``."""
     import pyarrow as pa
@@ -130,12 +153,16 @@ def sweep(
     kept = store.scalar("count_instances")
     changed = [r["path"] for r in store.rows("sweep_changed", listing=tbl)]
     sizes = {f.path: (f.size, f.mtime_ns) for f in listing.files}
-    results = read_headers(changed, workers=workers)
-    if results:
-        store.run("instances_upsert", new_rows=_rows_table(results, sizes, run_id))
+    n_read = 0
+    for part in iter_headers(changed, workers=workers, batch=batch):
+        with store.transaction():  # all of a batch or none of it
+            store.run("instances_upsert", new_rows=_rows_table(part, sizes, run_id))
+        n_read += len(part)
+        if progress:
+            progress(n_read, len(changed))
     apply_rules(store, rules or load_rules())
     counts = resolve_status(store, model_id)
     return SweepResult(
-        files=len(listing.files), read=len(results), vanished=before - kept, counts=counts,
+        files=len(listing.files), read=n_read, vanished=before - kept, counts=counts,
         unreadable_dirs=listing.unreadable_dirs,
     )

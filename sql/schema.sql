@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS instances (
     read_reason         VARCHAR,            -- set when the header read rejected the file
     read_detail         VARCHAR,
     eligibility_reason  VARCHAR,            -- 'ineligible:<condition>' or NULL
+    rules_digest        VARCHAR,            -- digest of the rules that set eligibility_reason
     decode_reason       VARCHAR,            -- set when pixel decoding failed
     status              VARCHAR NOT NULL DEFAULT 'pending'
         CHECK (status IN ('scored', 'ineligible', 'duplicate', 'rejected', 'pending')),
@@ -109,3 +110,4 @@ CREATE TABLE IF NOT EXISTS worklists (
     n_patients INTEGER NOT NULL,
     created_at TIMESTAMP NOT NULL
 );
+

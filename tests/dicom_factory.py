@@ -36,3 +36,18 @@ def write(ds, path: Path, *, enforce_file_format: bool = True) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=enforce_file_format)
     return path
+
+
+def write_many(folder: Path, n: int, *, rows: int = 8, cols: int = 8) -> list[Path]:
+    """``n`` tiny, distinct, eligible images (a different SOP Instance UID each)."""
+    ds = dataset(ramp(rows, cols), rows=rows, cols=cols)
+    out = []
+    for i in range(n):
+        uid = f"2.25.{10**12 + i}"
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uid
+        ds.PatientID = f"P{i:06d}"
+        p = folder / f"d{i % 50:02d}" / f"IM{i:06d}"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        ds.save_as(p, enforce_file_format=True)
+        out.append(p)
+    return out
