@@ -30,13 +30,22 @@ class WorklistResult:
 
 
 def display_name(dicom_name: str | None) -> str:
-    """``Family^Given^Middle`` as ``Family, Given Middle``."""
+    """``Family^Given=漢字^名=한글^이름`` as ``Family, Given (漢字名, 한글이름)``.
+
+    The first (alphabetic) group is shown as family, given; the ideographic and
+    phonetic groups, when present, follow in brackets so a coordinator sees the
+    name as the patient writes it.
+    """
     if not dicom_name:
         return ""
-    parts = [p for p in dicom_name.split("=")[0].split("^") if p]
-    if len(parts) <= 1:
-        return parts[0] if parts else ""
-    return f"{parts[0]}, {' '.join(parts[1:])}"
+    groups = dicom_name.split("=")
+    parts = [p for p in groups[0].split("^") if p]
+    first = parts[0] if len(parts) == 1 else (f"{parts[0]}, {' '.join(parts[1:])}" if parts else "")
+    others = ["".join(p for p in g.split("^") if p) for g in groups[1:]]
+    others = [o for o in others if o]
+    if not first:
+        return ", ".join(others)
+    return f"{first} ({', '.join(others)})" if others else first
 
 
 def build_rows(candidates: list[dict], threshold: float, bands: dict[str, float], heatmap_dir: Path):

@@ -111,3 +111,17 @@ def test_prefect_artifact_and_task_names_hold_no_patient_data(runs):
     assert "files swept" in text
     assert not [i for i in ids if i in text]
     assert not [s for s in surnames if len(s) > 2 and s in text]
+
+
+def test_a_woman_with_several_studies_is_listed_once_from_her_latest(runs, tiny_model):
+    from osteo_batch.store import Store
+
+    with Store(runs["work"] / "osteo.duckdb", read_only=True) as st:
+        cands = st.rows("worklist", {"model_id": tiny_model.model_id, "dxa_lookback_days": 730})
+        latest = dict(st.con.execute(
+            "SELECT patient_id, max(study_date) FROM instances WHERE status = 'scored' GROUP BY 1").fetchall())
+        several = {r[0] for r in st.con.execute(
+            "SELECT patient_id FROM instances WHERE status = 'scored' GROUP BY 1 HAVING count(DISTINCT study_date) > 1").fetchall()}
+    assert several, "the test cohort has follow-up studies"
+    assert len(cands) == len({c["patient_id"] for c in cands}) == len(latest)
+    assert all(c["study_date"] == latest[c["patient_id"]] for c in cands)

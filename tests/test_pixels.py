@@ -80,3 +80,16 @@ def test_pad_square_keeps_aspect():
     a = np.ones((4, 2), np.float32)
     p = pad_square(a)
     assert p.shape == (4, 4) and p[:, 0].sum() == 0 and p[:, 1:3].sum() == 8
+
+
+def test_codestream_larger_than_the_header_is_refused_before_decoding(tmp_path):
+    from pydicom.uid import JPEG2000Lossless
+
+    big = ramp(256, 256)
+    ds = dataset(big, rows=256, cols=256)
+    ds.compress(JPEG2000Lossless, encoding_plugin="pylibjpeg", generate_instance_uid=False)
+    ds.Rows, ds.Columns = 64, 48  # the header understates what the codestream holds
+    f = write(ds, tmp_path / "bomb")
+    with pytest.raises(PixelError) as e:
+        _img(f)
+    assert e.value.reason == "pixels_inconsistent_with_header" and "256x256" in e.value.detail

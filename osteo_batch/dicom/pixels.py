@@ -110,11 +110,51 @@ def read_dataset(path: str | os.PathLike):
     return ds
 
 
+_J2K = {"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.201",
+        "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203"}
+_JPEG = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57",
+         "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"}
+
+
+def check_codestream(ds) -> None:
+    """Refuse a compressed frame whose own header disagrees with Rows and Columns.
+
+    Read before decoding, from the codestream's first bytes: a decoder
+    allocates what the codestream claims, so a frame that claims more than the
+    DICOM header (a decompression bomb, or a damaged file) never reaches it.
+    """
+    ts = str(ds.file_meta.TransferSyntaxUID)
+    if ts not in _J2K and ts not in _JPEG:
+        return
+    from pydicom.encaps import generate_frames
+
+    try:
+        frame = next(generate_frames(ds.PixelData, number_of_frames=int(ds.get("NumberOfFrames", 1) or 1)))
+        if ts in _J2K:
+            import openjpeg
+
+            p = openjpeg.get_parameters(frame)
+            rows, cols = p["rows"], p["columns"]
+        else:
+            from pydicom.pixels.utils import _get_jpg_parameters
+
+            p = _get_jpg_parameters(frame)
+            rows, cols = p["height"], p["width"]
+    except Exception as e:  # unparseable codestream header
+        raise PixelError(Reason.DECODE_FAILED.value, f"codestream header: {type(e).__name__}") from None
+    if (rows, cols) != (int(ds.Rows), int(ds.Columns)):
+        raise PixelError(
+            Reason.PIXELS_INCONSISTENT.value,
+            f"codestream is {rows}x{cols} but (0028,0010)/(0028,0011) say {ds.Rows}x{ds.Columns}",
+        )
+
+
 def decode(ds) -> np.ndarray:
     """Stored pixel values of ``ds``; raises :class:`PixelError` with a reason code."""
     spp = int(ds.get("SamplesPerPixel", 1) or 1)
     if spp != 1:
         raise PixelError(Reason.DECODE_FAILED.value, f"SamplesPerPixel={spp}: colour images are not chest radiographs")
+    check_codestream(ds)
     try:
         return ds.pixel_array
     except NotImplementedError as e:
