@@ -17,20 +17,47 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-@dataclass(frozen=True)
-class FileEntry:
-    path: str
-    size: int
-    mtime_ns: int
-
-
 @dataclass
 class Listing:
+    """Every regular file under ``root``, as columns (cheap at millions of files)."""
+
     root: str
-    files: list[FileEntry] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)  # store form, see db_path
+    sizes: list[int] = field(default_factory=list)
+    mtimes_ns: list[int] = field(default_factory=list)
     unreadable_dirs: int = 0
     vanished: int = 0
     skipped_links: int = 0
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def table(self):
+        import pyarrow as pa
+
+        return pa.table({
+            "path": pa.array(self.paths, pa.string()),
+            "size": pa.array(self.sizes, pa.int64()),
+            "mtime_ns": pa.array(self.mtimes_ns, pa.int64()),
+        })
+
+
+_RAW = "hex:"  # absolute paths never start with this
+
+
+def db_path(path: str) -> str:
+    """The store's text form of a path: itself, or ``hex:<bytes>`` when the name is
+    not valid UTF-8 (Latin-1 names from old PACS exports). Reversible by :func:`fs_path`."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return _RAW + os.fsencode(path).hex()
+
+
+def fs_path(stored: str) -> str:
+    """The path to open for a stored path (with surrogate escapes for names that are not UTF-8)."""
+    return os.fsdecode(bytes.fromhex(stored[len(_RAW):])) if stored.startswith(_RAW) else stored
 
 
 def path_hash(path: str | os.PathLike) -> str:
@@ -39,15 +66,22 @@ def path_hash(path: str | os.PathLike) -> str:
 
 
 def walk(root: str | os.PathLike) -> Listing:
-    """List every regular file under ``root``, sorted by path."""
+    """List every regular file under ``root`` once (order unspecified).
+
+    One stat per file, as ``os.walk`` plus ``os.stat`` would pay: directory
+    entries' types come from the directory read itself. Directory links are
+    followed once each (a cycle is cut); a file reached twice, through a link
+    or a hard link, is listed once.
+    """
     root_s = os.path.abspath(os.fspath(root))
     if not os.path.isdir(root_s):
         raise NotADirectoryError(f"archive {root_s!r} is not a directory")
     out = Listing(root=root_s)
-    seen_dirs: set[tuple[int, int]] = set()
-    seen_files: set[tuple[int, int]] = set()
+    paths, sizes, mtimes = out.paths, out.sizes, out.mtimes_ns
+    keys: list[tuple[int, int]] = []  # (device, inode) of each listed file
+    shared = False  # a file seen through a link or with several names
     st = os.stat(root_s)
-    seen_dirs.add((st.st_dev, st.st_ino))
+    seen_dirs = {(st.st_dev, st.st_ino)}
     stack = [root_s]
     while stack:
         d = stack.pop()
@@ -59,23 +93,44 @@ def walk(root: str | os.PathLike) -> Listing:
         with it:
             for e in it:
                 try:
-                    s = e.stat(follow_symlinks=True)
+                    link = e.is_symlink()
+                    if not link and e.is_file(follow_symlinks=False):
+                        s = e.stat(follow_symlinks=False)
+                        if s.st_nlink > 1:
+                            shared = True
+                    else:
+                        s = e.stat(follow_symlinks=True)
                 except OSError:  # dangling link, vanished, permission
                     out.vanished += 1
                     continue
-                key = (s.st_dev, s.st_ino)
-                if stat.S_ISDIR(s.st_mode):
+                if stat.S_ISREG(s.st_mode):
+                    shared = shared or link
+                    paths.append(e.path if e.path.isascii() else db_path(e.path))
+                    sizes.append(s.st_size)
+                    mtimes.append(s.st_mtime_ns)
+                    keys.append((s.st_dev, s.st_ino))
+                elif stat.S_ISDIR(s.st_mode):
+                    key = (s.st_dev, s.st_ino)
                     if key in seen_dirs:
                         out.skipped_links += 1
                         continue
                     seen_dirs.add(key)
                     stack.append(e.path)
-                elif stat.S_ISREG(s.st_mode):
-                    if key in seen_files:
-                        out.skipped_links += 1
-                        continue
-                    seen_files.add(key)
-                    out.files.append(FileEntry(e.path, s.st_size, s.st_mtime_ns))
-    out.files.sort(key=lambda f: f.path)
+    if shared:
+        _drop_repeats(out, keys)
     return out
 
+
+def _drop_repeats(out: Listing, keys: list[tuple[int, int]]) -> None:
+    """Keep the first path of each (device, inode)."""
+    seen: set[tuple[int, int]] = set()
+    keep = []
+    for i, k in enumerate(keys):
+        if k in seen:
+            out.skipped_links += 1
+        else:
+            seen.add(k)
+            keep.append(i)
+    out.paths[:] = [out.paths[i] for i in keep]
+    out.sizes[:] = [out.sizes[i] for i in keep]
+    out.mtimes_ns[:] = [out.mtimes_ns[i] for i in keep]

@@ -138,21 +138,13 @@ def sweep(
     batch: int = BATCH,
 ) -> SweepResult:
     """Index ``archive`` into ``store``; statuses reflect scores from ``model_id``."""
-    import pyarrow as pa
-
     listing = walk(archive)
-    tbl = pa.table(
-        {
-            "path": pa.array([f.path for f in listing.files], pa.string()),
-            "size": pa.array([f.size for f in listing.files], pa.int64()),
-            "mtime_ns": pa.array([f.mtime_ns for f in listing.files], pa.int64()),
-        }
-    )
+    tbl = listing.table()
     before = store.scalar("count_instances")
     store.run("sweep_remove_vanished", listing=tbl)
     kept = store.scalar("count_instances")
     changed = [r["path"] for r in store.rows("sweep_changed", listing=tbl)]
-    sizes = {f.path: (f.size, f.mtime_ns) for f in listing.files}
+    sizes = dict(zip(listing.paths, zip(listing.sizes, listing.mtimes_ns)))
     n_read = 0
     for part in iter_headers(changed, workers=workers, batch=batch):
         with store.transaction():  # all of a batch or none of it
@@ -163,6 +155,6 @@ def sweep(
     apply_rules(store, rules or load_rules())
     counts = resolve_status(store, model_id)
     return SweepResult(
-        files=len(listing.files), read=n_read, vanished=before - kept, counts=counts,
+        files=len(listing), read=n_read, vanished=before - kept, counts=counts,
         unreadable_dirs=listing.unreadable_dirs,
     )

@@ -9,10 +9,11 @@ def test_every_regular_file_once_and_no_symlink_loops(tmp_path):
     (tmp_path / "a" / "b" / "f2 odd name ü #1").write_bytes(b"2")
     os.symlink(tmp_path / "a", tmp_path / "a" / "b" / "loop")  # a cycle
     os.symlink(tmp_path / "a" / "f1", tmp_path / "a" / "f1-again")  # same file twice
+    os.link(tmp_path / "a" / "f1", tmp_path / "a" / "f1-hardlink")  # and a third time
     os.symlink(tmp_path / "nowhere", tmp_path / "a" / "dangling")
     os.mkfifo(tmp_path / "a" / "fifo")
     listing = walk(tmp_path)
-    names = sorted(os.path.basename(f.path) for f in listing.files)
+    names = sorted(os.path.basename(p) for p in listing.paths)
     assert names == ["f1", "f2 odd name ü #1"]
     assert listing.vanished == 1  # the dangling link
 
@@ -29,6 +30,6 @@ def test_unreadable_directory_is_counted_not_fatal(tmp_path):
     finally:
         os.chmod(locked, 0o700)
     if os.geteuid() == 0:  # root reads everything
-        assert len(listing.files) == 2
+        assert len(listing) == 2
     else:
-        assert len(listing.files) == 1 and listing.unreadable_dirs == 1
+        assert len(listing) == 1 and listing.unreadable_dirs == 1

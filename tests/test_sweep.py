@@ -62,3 +62,21 @@ def test_rule_change_takes_effect_without_rereading(tmp_path, archive_copy):
     assert after["headers_read"] == 0
     assert after["by_status"].get("ineligible", 0) == 0
     assert after["by_status"]["pending"] == before["by_status"]["pending"] + before["by_status"]["ineligible"]
+
+
+def test_names_that_are_not_utf8_are_indexed_and_readable(tmp_path):
+    from osteo_batch.archive import fs_path
+    from osteo_batch.dicom.pixels import load_image
+
+    from dicom_factory import dataset
+
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    raw = os.path.join(os.fsencode(archive), b"caf\xe9 IM1")  # a Latin-1 name from an old export
+    dataset().save_as(raw.decode("utf-8", "surrogateescape"), enforce_file_format=True)
+    out = pipeline.sweep_stage(_settings(tmp_path, archive), "r1")
+    assert out["files"] == 1 and out["by_status"] == {"pending": 1}
+    with Store(tmp_path / "work" / "osteo.duckdb", read_only=True) as st:
+        stored = st.con.execute("SELECT path FROM instances").fetchall()[0][0]
+    assert os.fsencode(fs_path(stored)) == raw
+    assert load_image(stored, 16).shape == (16, 16)

@@ -107,8 +107,10 @@ def read_header(path: str | os.PathLike) -> HeaderResult:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    p = os.fspath(path)
-    res = HeaderResult(path=p)
+    from osteo_batch.archive import fs_path
+
+    res = HeaderResult(path=os.fspath(path))
+    p = fs_path(res.path)
     try:
         size = os.path.getsize(p)
     except OSError as e:
@@ -139,6 +141,14 @@ def read_header(path: str | os.PathLike) -> HeaderResult:
         except Exception:
             head = None
         res.reason = Reason.TRUNCATED.value if head is not None and len(head) else Reason.NOT_DICOM.value
+        return res
+
+    # a DICOMDIR, report or other non-image object is DICOM, just not an image:
+    # say so, whatever its top-level tags hold
+    meta = getattr(ds, "file_meta", None)
+    sop_class = ds.get("SOPClassUID") or (meta.get("MediaStorageSOPClassUID") if meta is not None else None)
+    if sop_class and not _is_image_class(str(sop_class)):
+        res.reason = Reason.NOT_IMAGE.value
         return res
 
     # force=True parses anything; a real data set has at least some standard tags

@@ -95,8 +95,10 @@ def read_dataset(path: str | os.PathLike):
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+    from osteo_batch.archive import fs_path
+
     try:
-        ds = pydicom.dcmread(os.fspath(path), force=True)
+        ds = pydicom.dcmread(fs_path(os.fspath(path)), force=True)
     except Exception as e:
         raise PixelError(Reason.NOT_DICOM.value, type(e).__name__) from None
     meta = getattr(ds, "file_meta", None)
