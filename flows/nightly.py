@@ -15,15 +15,25 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from osteo_batch import pipeline
-from osteo_batch.pipeline import Settings
+from osteo_batch.pipeline import Settings, is_user_error
 
 
-@task(name="load-dxa", retries=2, retry_delay_seconds=5, task_run_name="load-dxa-{run_id}")
+def _worth_retrying(task, task_run, state) -> bool:
+    """Retry I/O hiccups, not errors that would fail the same way again (bad settings,
+    a malformed DXA table, a store another process holds: that one already waited)."""
+    try:
+        state.result()
+    except BaseException as e:  # noqa: BLE001 - we only classify it
+        return not is_user_error(e)
+    return True
+
+
+@task(name="load-dxa", retries=2, retry_delay_seconds=5, retry_condition_fn=_worth_retrying, task_run_name="load-dxa-{run_id}")
 def load_dxa(settings: Settings, run_id: str) -> dict[str, Any]:
     return pipeline.load_dxa_stage(settings, run_id)
 
 
-@task(name="sweep", retries=2, retry_delay_seconds=5, task_run_name="sweep-{run_id}")
+@task(name="sweep", retries=2, retry_delay_seconds=5, retry_condition_fn=_worth_retrying, task_run_name="sweep-{run_id}")
 def sweep(settings: Settings, run_id: str, model_id: str | None) -> dict[str, Any]:
     return pipeline.sweep_stage(settings, run_id, model_id)
 
@@ -38,7 +48,7 @@ def explain(settings: Settings, run_id: str) -> dict[str, Any]:
     return pipeline.explain_stage(settings, run_id)
 
 
-@task(name="worklist", retries=2, retry_delay_seconds=5, task_run_name="worklist-{run_id}")
+@task(name="worklist", retries=2, retry_delay_seconds=5, retry_condition_fn=_worth_retrying, task_run_name="worklist-{run_id}")
 def worklist(settings: Settings, run_id: str) -> dict[str, Any]:
     return pipeline.worklist_stage(settings, run_id)
 
@@ -75,10 +85,14 @@ def nightly_screening(
     dxa_csv: str | None = None,
     config: str | None = None,
     run_id: str = "",
+    workers: int | None = None,
+    batch_size: int | None = None,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """Sweep the archive, score what is new, explain the flagged, write the worklist."""
     log = get_run_logger()
-    settings = pipeline.load_settings(config, workdir=workdir, archive=archive, model_dir=model_dir, dxa_csv=dxa_csv)
+    settings = pipeline.load_settings(config, workdir=workdir, archive=archive, model_dir=model_dir, dxa_csv=dxa_csv,
+                                      workers=workers, batch_size=batch_size, device=device)
     tasks = {"dxa": load_dxa, "sweep": sweep, "score": score, "explain": explain, "worklist": worklist}
     summary = pipeline.run_nightly(
         settings, run_id or pipeline.new_run_id(), stages=tasks,

@@ -25,9 +25,13 @@ class Listing:
     paths: list[str] = field(default_factory=list)  # store form, see db_path
     sizes: list[int] = field(default_factory=list)
     mtimes_ns: list[int] = field(default_factory=list)
-    unreadable_dirs: int = 0
+    unreadable: list[str] = field(default_factory=list)  # folders that could not be listed
     vanished: int = 0
     skipped_links: int = 0
+
+    @property
+    def unreadable_dirs(self) -> int:
+        return len(self.unreadable)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -88,7 +92,7 @@ def walk(root: str | os.PathLike) -> Listing:
         try:
             it = os.scandir(d)
         except OSError:
-            out.unreadable_dirs += 1
+            out.unreadable.append(db_path(d) + os.sep)
             continue
         with it:
             for e in it:

@@ -87,7 +87,7 @@ def _run_flow(settings, *, use_prefect: bool) -> dict:
         model_dir=str(settings.model_dir) if settings.model_dir else None,
         dxa_csv=str(settings.dxa_csv) if settings.dxa_csv else None,
         config=str(settings.config_file) if settings.config_file else None,
-        run_id=run_id,
+        run_id=run_id, workers=settings.workers, batch_size=settings.batch_size, device=settings.device,
     )
 
 
@@ -108,6 +108,11 @@ def cmd_run(args) -> int:
         workers=args.workers, batch_size=args.batch_size, device=args.device,
     )
     s.resolved_model_dir()  # fail early, with the fix, if there is no model
+    s.check_device()
+    if s.dxa_csv:
+        from osteo_batch.dxa import parse_dxa_csv
+
+        parse_dxa_csv(s.dxa_csv)  # a malformed table is a one-line error before the flow starts
     _print_run(_run_flow(s, use_prefect=not args.no_prefect))
     return 0
 
@@ -254,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Walk the archive, read headers, record every file's status in the store.")
     common(s, archive=True, archive_required=True)
     s.add_argument("--config", type=_existing("file"), help="TOML with [run] settings and/or [[rule]] eligibility rules")
-    s.add_argument("--workers", type=int, default=None, help="header-reading processes (default: CPU count, max 8)")
+    s.add_argument("--workers", type=int, default=None, help="header-reading processes (default: 2)")
     s.set_defaults(fn=cmd_sweep)
 
     r = sub.add_parser("run", help="one nightly run: sweep, score, explain, worklist (a Prefect flow)",
@@ -310,19 +315,6 @@ def synth_seed() -> int:
     return CohortSpec.seed
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from osteo_batch.dxa import DxaFileError
-    from osteo_batch.eligibility import RuleError
-    from osteo_batch.models.backbones import UnknownBackboneError
-    from osteo_batch.models.model import ModelDirError
-    from osteo_batch.models.train import TrainingDataError
-    from osteo_batch.pipeline import SettingsError
-    from osteo_batch.store import StoreError
-
-    return (CliError, SettingsError, StoreError, ModelDirError, DxaFileError, RuleError, UnknownBackboneError,
-            TrainingDataError, FileNotFoundError, NotADirectoryError, PermissionError)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.umask(0o077)  # everything this command writes is readable by its owner only
@@ -336,7 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         if args.debug:
             raise
-        if isinstance(e, _user_errors()):
+        from osteo_batch.pipeline import is_user_error
+
+        if isinstance(e, CliError) or is_user_error(e):
             print(f"osteo-batch: error: {e}", file=sys.stderr)
             return 2
         print(f"osteo-batch: internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)",

@@ -51,6 +51,16 @@ def parse_dxa_csv(path: str | os.PathLike) -> DxaParse:
     if not p.is_file():
         raise DxaFileError(f"DXA table {p} not found")
     out = DxaParse(source="dxa-" + hashlib.sha256(os.fsencode(p.resolve())).hexdigest()[:12])
+    try:
+        _parse_into(p, out)
+    except UnicodeDecodeError:
+        raise DxaFileError(f"DXA table {p.name}: not UTF-8 text; save it as UTF-8 CSV") from None
+    except csv.Error as e:
+        raise DxaFileError(f"DXA table {p.name}: not a readable CSV ({e})") from None
+    return out
+
+
+def _parse_into(p: Path, out: DxaParse) -> None:
     with p.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         header = [h.strip() for h in (reader.fieldnames or [])]
@@ -79,7 +89,6 @@ def parse_dxa_csv(path: str | os.PathLike) -> DxaParse:
                 out.rejected.append((line, "no_t_score"))
                 continue
             out.rows.append({"patient_id": pid, "exam_date": date, **ts})
-    return out
 
 
 def load_dxa(store: Store, path: str | os.PathLike) -> DxaParse:
@@ -99,14 +108,14 @@ def load_dxa(store: Store, path: str | os.PathLike) -> DxaParse:
         )
         # keep the last row for a repeated (patient_id, exam_date) in one file
         store.run("dxa_upsert", dxa_rows=_last_per_key(tbl))
-    if parsed.rejected:
-        rej = pa.table({
-            "source": [parsed.source] * len(parsed.rejected),
-            "line": [ln for ln, _ in parsed.rejected],
-            "reason": [r for _, r in parsed.rejected],
-            "loaded_at": [now] * len(parsed.rejected),
-        })
-        store.run("dxa_rejected_insert", {"source": parsed.source}, rej=rej)
+    # always replace this file's record, so a fixed file clears yesterday's rejections
+    rej = pa.table({
+        "source": pa.array([parsed.source] * len(parsed.rejected), pa.string()),
+        "line": pa.array([ln for ln, _ in parsed.rejected], pa.int32()),
+        "reason": pa.array([r for _, r in parsed.rejected], pa.string()),
+        "loaded_at": pa.array([now] * len(parsed.rejected), pa.timestamp("us")),
+    })
+    store.run("dxa_rejected_insert", {"source": parsed.source}, rej=rej)
     return parsed
 
 

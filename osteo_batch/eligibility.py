@@ -106,9 +106,14 @@ def _condition(rule: str, raw: Mapping[str, Any]) -> Condition:
         raise RuleError(f"rule {rule!r}, condition {name!r}: unknown key(s) {sorted(unknown)}; allowed: name, keyword, field, {', '.join(_TESTS)}")
     if not any(t in raw for t in _TESTS):
         raise RuleError(f"rule {rule!r}, condition {name!r}: needs one of {', '.join(_TESTS)}")
+    if "in" in raw and not isinstance(raw["in"], list):
+        raise RuleError(f"rule {rule!r}, condition {name!r}: 'in' must be a list, e.g. in = [\"CR\", \"DX\"]")
+    for bound in ("min", "max"):
+        if bound in raw and (isinstance(raw[bound], bool) or not isinstance(raw[bound], (int, float))):
+            raise RuleError(f"rule {rule!r}, condition {name!r}: {bound} = {raw[bound]!r} must be a number")
     try:
         rx = re.compile(raw["regex"]) if "regex" in raw else None
-    except re.error as e:
+    except (re.error, TypeError) as e:
         raise RuleError(f"rule {rule!r}, condition {name!r}: bad regex: {e}") from None
     return Condition(
         name=str(name),
@@ -126,6 +131,10 @@ def parse_rules(doc: Mapping[str, Any], source: str) -> Rules:
     raw_rules = doc.get("rule")
     if not raw_rules:
         raise RuleError(f"{source}: no [[rule]] entries; see {DEFAULT_RULES.name} for the format")
+    if not isinstance(raw_rules, list) or not all(isinstance(r, dict) for r in raw_rules) or not all(
+        isinstance(c, dict) for r in raw_rules for c in (r.get("condition") or [])
+    ):
+        raise RuleError(f"{source}: rules are tables: write [[rule]] and [[rule.condition]], see {DEFAULT_RULES.name}")
     rules = []
     for i, r in enumerate(raw_rules):
         name = r.get("name") or f"rule{i + 1}"
@@ -140,8 +149,11 @@ def parse_rules(doc: Mapping[str, Any], source: str) -> Rules:
 def load_rules(path: str | Path | None = None) -> Rules:
     """Rules from a TOML file holding ``[[rule]]`` entries; the shipped defaults if None."""
     p = Path(path) if path else DEFAULT_RULES
-    with p.open("rb") as f:
-        doc = tomllib.load(f)
+    try:
+        with p.open("rb") as f:
+            doc = tomllib.load(f)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise RuleError(f"{p.name}: not valid TOML ({e})") from None
     if "rule" not in doc and p != DEFAULT_RULES:
         return load_rules(None)  # a config file without rules keeps the defaults
     return parse_rules(doc, p.name)

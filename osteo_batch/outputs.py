@@ -15,6 +15,8 @@ from pathlib import Path
 def private_dir(path: str | os.PathLike) -> Path:
     """Create ``path`` (and parents) and make it 0700."""
     p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise NotADirectoryError(f"{p} exists and is not a folder; choose another --workdir")
     missing = []
     q = p
     while not q.exists():

@@ -32,6 +32,21 @@ class SettingsError(ValueError):
     """A setting that cannot work; the message names it and the fix."""
 
 
+def is_user_error(e: BaseException) -> bool:
+    """Errors a user fixes (a setting, a file, a held store), shown as one line, never retried."""
+    from osteo_batch.dxa import DxaFileError
+    from osteo_batch.eligibility import RuleError
+    from osteo_batch.models.backbones import UnknownBackboneError
+    from osteo_batch.models.model import ModelDirError
+    from osteo_batch.models.train import TrainingDataError
+    from osteo_batch.store import StoreError
+    from osteo_batch.sweep import ArchiveEmptyError
+
+    return isinstance(e, (SettingsError, StoreError, ModelDirError, DxaFileError, RuleError, UnknownBackboneError,
+                          TrainingDataError, ArchiveEmptyError, FileNotFoundError, NotADirectoryError,
+                          PermissionError))
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything one run needs, built once and passed explicitly."""
@@ -64,6 +79,15 @@ class Settings:
             f"no model given and none at {demo}; pass --model MODEL_DIR or train one with `osteo-batch train`"
         )
 
+    def check_device(self) -> None:
+        if self.device.startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                raise SettingsError(f"device {self.device!r}: no CUDA GPU is visible here; use --device cpu")
+        elif self.device != "cpu":
+            raise SettingsError(f"device {self.device!r}: use cpu, cuda or cuda:N")
+
     def to_json(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
 
@@ -87,12 +111,18 @@ def load_settings(config: str | os.PathLike | None, **overrides: Any) -> Setting
             raise SettingsError(f"config file {p} not found")
         try:
             doc = tomllib.loads(p.read_text())
-        except tomllib.TOMLDecodeError as e:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise SettingsError(f"config file {p.name}: {e}") from None
-        for k, v in doc.get("run", {}).items():
+        run = doc.get("run", {})
+        if not isinstance(run, dict):
+            raise SettingsError(f"config file {p.name}: 'run' must be a table ([run])")
+        for k, v in run.items():
             if k not in _RUN_KEYS:
                 raise SettingsError(f"config file {p.name}: unknown [run] key {k!r}; known: {', '.join(sorted(_RUN_KEYS))}")
-            values[k] = _RUN_KEYS[k](v)
+            try:
+                values[k] = _RUN_KEYS[k](v)
+            except (TypeError, ValueError):
+                raise SettingsError(f"config file {p.name}: [run] {k} = {v!r} is not a {_RUN_KEYS[k].__name__}") from None
         if "rule" in doc:
             rules_file = p
         values["config_file"] = p
@@ -193,12 +223,17 @@ def sweep_stage(settings: Settings, run_id: str, model_id: str | None = None) ->
 def score_stage(settings: Settings, run_id: str, *, shard: int = 0, n_shards: int = 1) -> dict[str, Any]:
     """Score pending images (this shard's share) and load the result into the store."""
     from osteo_batch.models.model import load_model_dir
-    from osteo_batch.scoring import ScoreOptions, load_shards, score_shard
+    from osteo_batch.scoring import ScoreOptions, load_orphan_shards, load_shards, score_shard
     from osteo_batch.sweep import resolve_status
     from osteo_batch.tensors import Item
 
+    settings.check_device()
     model = load_model_dir(settings.resolved_model_dir(), device=settings.device)
-    with open_store(settings, read_only=True) as st:
+    with open_store(settings) as st:
+        # shards scored by an earlier run that could not load them (the store was held)
+        recovered = load_orphan_shards(st, settings.workdir / "scores")
+        if recovered:
+            resolve_status(st, model.model_id)
         pending = [Item(r["path"], r["sop_instance_uid"], r["patient_id"]) for r in st.rows("pending_instances")]
     opts = ScoreOptions(batch_size=settings.batch_size, workers=settings.workers, device=settings.device,
                         precision=settings.precision)
@@ -207,7 +242,8 @@ def score_stage(settings: Settings, run_id: str, *, shard: int = 0, n_shards: in
     with open_store(settings) as st:
         added = load_shards(st, [res])
         counts = resolve_status(st, model.model_id)
-    return {"pending": len(pending), "scored": added, "decode_rejected": len(res.rejected),
+    return {"pending": len(pending), "scored": added, "recovered_from_earlier_shards": recovered,
+            "decode_rejected": len(res.rejected),
             "by_status": counts, "model_id": model.model_id}
 
 
@@ -279,7 +315,10 @@ def run_nightly(
                 on_stage(name, summary[name])
         summary["instances"] = instance_counts(settings)
     except BaseException:
-        finish_run(settings, run_id, summary, status="failed")
+        try:
+            finish_run(settings, run_id, summary, status="failed")
+        except Exception:  # e.g. the store is held; the original error matters more
+            log.warning("run %s: could not record the failure in the store", run_id)
         raise
     return finish_run(settings, run_id, summary)
 

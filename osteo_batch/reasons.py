@@ -23,6 +23,7 @@ class Reason(str, Enum):
     PIXELS_INCONSISTENT = "pixels_inconsistent_with_header"
     IMAGE_TOO_LARGE = "image_too_large"
     DECODE_FAILED = "pixel_decode_failed"
+    BLANK_IMAGE = "blank_image"
     DUPLICATE = "duplicate_sop_instance_uid"
     AWAITING_SCORE = "awaiting_score"
 
@@ -43,6 +44,7 @@ DESCRIPTIONS: dict[str, str] = {
     Reason.PIXELS_INCONSISTENT.value: "pixel data length disagrees with Rows x Columns x Bits Allocated",
     Reason.IMAGE_TOO_LARGE.value: "header claims an image beyond the configured size guard",
     Reason.DECODE_FAILED.value: "pixel data could not be decoded",
+    Reason.BLANK_IMAGE.value: "no contrast at all after the display pipeline (e.g. Rescale Slope 0)",
     Reason.DUPLICATE.value: "same SOP Instance UID as another file (the first path in sort order is kept)",
     Reason.AWAITING_SCORE.value: "eligible, not scored yet by the current model",
 }

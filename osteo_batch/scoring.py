@@ -117,9 +117,30 @@ def load_shards(store, results: list[ShardResult]) -> int:
     files = [r.parquet for r in results if r.parquet and r.scored]
     before = store.scalar("count_scores")
     if files:
-        store.run("scores_load", {"files": files})
+        with store.transaction():  # the scores and the record that their files are loaded
+            store.run("scores_load", {"files": files})
+            store.run("shard_files_record", {"files": [Path(f).name for f in files]})
     rejected = [rj for r in results for rj in r.rejected]
     if rejected:
         rej = pa.table({"path": [p for p, _ in rejected], "decode_reason": [r for _, r in rejected]})
         store.run("decode_rejections", rej=rej)
     return store.scalar("count_scores") - before
+
+
+def load_orphan_shards(store, scores_dir: str | os.PathLike) -> int:
+    """Load shard files that were written but never loaded (the writer was held or killed).
+
+    Returns how many score rows that added. Scores already present are kept,
+    so loading a file twice changes nothing.
+    """
+    root = Path(scores_dir)
+    if not root.is_dir():
+        return 0
+    on_disk = {p.name: str(p) for p in root.glob("run_date=*/*.parquet")}
+    if not on_disk:
+        return 0
+    loaded = {r["file"] for r in store.rows("shard_files_loaded")}
+    orphans = [path for name, path in sorted(on_disk.items()) if name not in loaded]
+    if not orphans:
+        return 0
+    return load_shards(store, [ShardResult(-1, -1, f, 1) for f in orphans])

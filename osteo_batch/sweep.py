@@ -36,6 +36,10 @@ INSTANCE_COLUMNS = (
 )
 
 
+class ArchiveEmptyError(RuntimeError):
+    """The archive lists nothing while the index is full: refuse to wipe the index."""
+
+
 @dataclass
 class SweepResult:
     files: int
@@ -141,7 +145,12 @@ def sweep(
     listing = walk(archive)
     tbl = listing.table()
     before = store.scalar("count_instances")
-    store.run("sweep_remove_vanished", listing=tbl)
+    if before and not len(listing):
+        raise ArchiveEmptyError(
+            f"archive {listing.root} lists no files but the index holds {before}; is it mounted? "
+            "Nothing was changed. To start an empty index on purpose, use a new --workdir."
+        )
+    store.run("sweep_remove_vanished", {"unlisted": listing.unreadable}, listing=tbl)
     kept = store.scalar("count_instances")
     changed = [r["path"] for r in store.rows("sweep_changed", listing=tbl)]
     sizes = dict(zip(listing.paths, zip(listing.sizes, listing.mtimes_ns)))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from osteo_batch.dicom.pixels import DisplayOptions, PixelError, load_image
+from osteo_batch.reasons import Reason
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,8 @@ class DicomDataset:
             return i, img, None
         except PixelError as e:
             return i, None, e.reason
-        except MemoryError:
-            return i, None, "image_too_large"
+        except Exception:  # a bug, not bad input; still only this file's loss
+            return i, None, Reason.DECODE_FAILED.value
 
 
 def collate(batch):

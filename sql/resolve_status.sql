@@ -24,7 +24,10 @@ FROM (
     FROM (
         SELECT x.path, x.read_reason, x.eligibility_reason, x.decode_reason,
             CASE WHEN x.read_reason IS NULL
-                 THEN row_number() OVER (PARTITION BY x.sop_instance_uid, x.read_reason IS NULL ORDER BY x.path)
+                 THEN row_number() OVER (
+                     PARTITION BY x.sop_instance_uid, x.read_reason IS NULL
+                     -- keep a copy that can be scored: eligible and decodable first, then by path
+                     ORDER BY (x.eligibility_reason IS NULL AND x.decode_reason IS NULL) DESC, x.path)
             END AS copy_no,
             EXISTS (
                 SELECT 1 FROM scores AS s

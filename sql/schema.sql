@@ -111,3 +111,11 @@ CREATE TABLE IF NOT EXISTS worklists (
     created_at TIMESTAMP NOT NULL
 );
 
+
+-- Shard Parquet files already loaded into scores, so a file written by a run
+-- that could not load it (the store was held, the process was killed) is
+-- loaded by the next run instead of being scored again.
+CREATE TABLE IF NOT EXISTS shard_files (
+    file      VARCHAR PRIMARY KEY,
+    loaded_at TIMESTAMP NOT NULL
+);

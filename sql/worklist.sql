@@ -14,7 +14,9 @@ WITH scored AS (
 latest AS (
     SELECT * FROM scored
     QUALIFY row_number() OVER (
-        PARTITION BY patient_id ORDER BY study_date DESC NULLS LAST, score DESC, sop_instance_uid) = 1
+        -- an image without a Patient ID is its own patient: never merged with another
+        PARTITION BY coalesce(patient_id, 'uid:' || sop_instance_uid)
+        ORDER BY study_date DESC NULLS LAST, score DESC, sop_instance_uid) = 1
 ),
 prior_dxa AS (
     SELECT l.patient_id, d.exam_date,

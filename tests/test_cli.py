@@ -87,3 +87,22 @@ def test_worklist_waits_for_a_held_store_then_says_so(tmp_path):
         # a nightly run holds the store for writing
         p = cli("worklist", "--workdir", work, "--wait", "1")
     assert "in use by another process" in one_line_error(p)
+
+
+def test_bad_values_in_config_and_workdir_are_one_line_errors(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[run]\nworkers = "four"\n')
+    assert "is not a int" in one_line_error(cli("sweep", "--archive", tmp_path, "--config", cfg, "--workdir", tmp_path / "w"))
+    cfg.write_text('[[rule]]\nname = "r"\n  [[rule.condition]]\n  name = "age"\n  field = "age"\n  min = "fifty"\n')
+    assert "must be a number" in one_line_error(cli("sweep", "--archive", tmp_path, "--config", cfg, "--workdir", tmp_path / "w"))
+    afile = tmp_path / "a-file"
+    afile.write_text("x")
+    assert "not a folder" in one_line_error(cli("sweep", "--archive", tmp_path, "--workdir", afile))
+
+
+def test_a_dxa_table_with_wrong_columns_stops_before_the_flow(tmp_path, tiny_model):
+    bad = tmp_path / "dxa.csv"
+    bad.write_text("id,date\n1,2020-01-01\n")
+    msg = one_line_error(cli("run", "--archive", tmp_path, "--workdir", tmp_path / "w", "--model", tiny_model.model_dir,
+                             "--dxa", bad))
+    assert "missing column" in msg

@@ -93,3 +93,41 @@ def test_codestream_larger_than_the_header_is_refused_before_decoding(tmp_path):
     with pytest.raises(PixelError) as e:
         _img(f)
     assert e.value.reason == "pixels_inconsistent_with_header" and "256x256" in e.value.detail
+
+
+@pytest.mark.parametrize(
+    "damage,reason",
+    [
+        ("slope_text", "pixel_decode_failed"),
+        (lambda ds: setattr(ds, "SamplesPerPixel", [1, 1]), "pixel_decode_failed"),
+        (lambda ds: setattr(ds, "RescaleSlope", 0), "blank_image"),
+    ],
+)
+def test_damaged_values_reject_the_file_not_the_batch(tmp_path, damage, reason):
+    from osteo_batch.tensors import DicomDataset, Item
+
+    ds = dataset()
+    if damage == "slope_text":
+        ds.RescaleSlope = "9"
+        f = write(ds, tmp_path / "damaged")
+        element = b"\x28\x00\x53\x10DS\x02\x009 "  # (0028,1053) DS "9 " as written
+        raw = f.read_bytes()
+        assert raw.count(element) == 1
+        f.write_bytes(raw.replace(element, element[:-2] + b"ab"))  # pydicom would refuse to write it
+    else:
+        damage(ds)
+        f = write(ds, tmp_path / "damaged")
+    with pytest.raises(PixelError) as e:
+        _img(f)
+    assert e.value.reason == reason
+    good = write(dataset(sop_instance_uid="2.25.9"), tmp_path / "good")
+    items = [Item(str(f), "2.25.1001", "P"), Item(str(good), "2.25.9", "P")]
+    out = [DicomDataset(items, 16)[i] for i in range(2)]
+    assert out[0][1] is None and out[0][2] == reason
+    assert out[1][1] is not None
+
+
+def test_a_file_that_vanished_is_unreadable_and_retried_not_junk(tmp_path):
+    with pytest.raises(PixelError) as e:
+        _img(tmp_path / "gone")
+    assert e.value.reason == "unreadable"

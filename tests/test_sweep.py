@@ -80,3 +80,32 @@ def test_names_that_are_not_utf8_are_indexed_and_readable(tmp_path):
         stored = st.con.execute("SELECT path FROM instances").fetchall()[0][0]
     assert os.fsencode(fs_path(stored)) == raw
     assert load_image(stored, 16).shape == (16, 16)
+
+
+def test_an_empty_or_unmounted_archive_never_wipes_the_index(tmp_path, archive_copy):
+    import pytest
+
+    from osteo_batch.sweep import ArchiveEmptyError
+
+    s = _settings(tmp_path, archive_copy)
+    first = pipeline.sweep_stage(s, "r1")
+    moved = tmp_path / "unmounted"
+    archive_copy.rename(moved)
+    archive_copy.mkdir()  # the mount point is there, the files are not
+    with pytest.raises(ArchiveEmptyError, match="is it mounted"):
+        pipeline.sweep_stage(s, "r2")
+    with Store(tmp_path / "work" / "osteo.duckdb", read_only=True) as st:
+        assert st.con.execute("SELECT count(*) FROM instances").fetchall()[0][0] == first["files"]
+
+
+def test_the_copy_kept_is_the_one_that_can_be_scored(tmp_path):
+    from dicom_factory import dataset, write
+
+    archive = tmp_path / "archive"
+    write(dataset(view="LL"), archive / "a-lateral-copy")  # first by path, but ineligible
+    write(dataset(view="PA"), archive / "b-frontal")  # same SOP Instance UID
+    out = pipeline.sweep_stage(_settings(tmp_path, archive), "r1")
+    assert out["by_status"] == {"duplicate": 1, "pending": 1}
+    with Store(tmp_path / "work" / "osteo.duckdb", read_only=True) as st:
+        pending = st.con.execute("SELECT path FROM instances WHERE status = 'pending'").fetchall()[0][0]
+    assert pending.endswith("b-frontal")

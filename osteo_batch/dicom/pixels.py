@@ -49,8 +49,8 @@ def apply_voi(arr: np.ndarray, ds, opts: DisplayOptions) -> np.ndarray:
             out = apply_voi_lut(arr, ds, index=0, prefer_lut=True)
             if np.ptp(out) > 0:
                 return out.astype(np.float32)
-        except (ValueError, IndexError, TypeError, AttributeError):
-            pass  # broken vendor VOI: fall through to a window from the data
+        except Exception:  # broken vendor VOI (bad LUT, zero width, ...): window from the data
+            pass
     lo, hi = np.percentile(arr[::4, ::4], opts.fallback_percentiles)
     if hi <= lo:
         hi = lo + 1.0
@@ -99,6 +99,8 @@ def read_dataset(path: str | os.PathLike):
 
     try:
         ds = pydicom.dcmread(fs_path(os.fspath(path)), force=True)
+    except OSError as e:  # vanished, permissions, I/O: worth another try tomorrow
+        raise PixelError(Reason.UNREADABLE.value, type(e).__name__) from None
     except Exception as e:
         raise PixelError(Reason.NOT_DICOM.value, type(e).__name__) from None
     meta = getattr(ds, "file_meta", None)
@@ -153,7 +155,10 @@ def check_codestream(ds) -> None:
 
 def decode(ds) -> np.ndarray:
     """Stored pixel values of ``ds``; raises :class:`PixelError` with a reason code."""
-    spp = int(ds.get("SamplesPerPixel", 1) or 1)
+    try:
+        spp = int(ds.get("SamplesPerPixel", 1) or 1)
+    except (TypeError, ValueError):
+        raise PixelError(Reason.DECODE_FAILED.value, "(0028,0002) Samples per Pixel is not one number") from None
     if spp != 1:
         raise PixelError(Reason.DECODE_FAILED.value, f"SamplesPerPixel={spp}: colour images are not chest radiographs")
     check_codestream(ds)
@@ -166,6 +171,22 @@ def decode(ds) -> np.ndarray:
 
 
 def load_image(path: str | os.PathLike, size: int, opts: DisplayOptions = DisplayOptions()) -> np.ndarray:
-    """Path to a ``size`` x ``size`` float32 image in [0, 1], bone bright."""
+    """Path to a ``size`` x ``size`` float32 image in [0, 1], bone bright.
+
+    Every failure is a :class:`PixelError` with a reason code: a damaged value
+    in any tag the pipeline reads (Rescale Slope ``abc``, a two-valued Samples
+    per Pixel) rejects this one file, never the batch.
+    """
     ds = read_dataset(path)
-    return resize(pad_square(to_display(decode(ds), ds, opts)), size)
+    try:
+        arr = decode(ds)
+        disp = to_display(arr, ds, opts)
+    except PixelError:
+        raise
+    except MemoryError:
+        raise PixelError(Reason.IMAGE_TOO_LARGE.value, "out of memory while decoding") from None
+    except Exception as e:
+        raise PixelError(Reason.DECODE_FAILED.value, type(e).__name__) from None
+    if not np.isfinite(disp).all() or float(disp.max()) <= float(disp.min()):
+        raise PixelError(Reason.BLANK_IMAGE.value, "no contrast after the display pipeline")
+    return resize(pad_square(disp), size)

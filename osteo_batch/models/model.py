@@ -93,15 +93,45 @@ def build_module(config: ModelConfig):
 
 def save_model_dir(module, config: ModelConfig, out: str | Path) -> str:
     """Write weights and config; returns the model ID. The card is written by the caller."""
+    import os
+
     from safetensors.torch import save_file
 
-    from osteo_batch.outputs import private_dir
+    from osteo_batch.outputs import private_dir, write_private
 
     out = private_dir(out)
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     save_file(state, str(out / "model.safetensors"), metadata={"format": FORMAT})
-    (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
+    os.chmod(out / "model.safetensors", 0o600)
+    write_private(out / "config.json", json.dumps(asdict(config), indent=2))
     return compute_model_id(out / "model.safetensors", config)
+
+
+def staging_dir(out: str | Path) -> Path:
+    """Where a model folder is written before :func:`publish_model_dir` swaps it in."""
+    import shutil
+
+    out = Path(out)
+    staging = out.with_name(f".{out.name}.staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    return staging
+
+
+def publish_model_dir(staging: Path, out: str | Path) -> None:
+    """Swap a completely written model folder into place: a reader (or a crash)
+    sees the old folder or the new one, never new weights beside an old card."""
+    import os
+    import secrets
+    import shutil
+
+    out = Path(out)
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{secrets.token_hex(3)}")
+        os.replace(out, old)
+    os.replace(staging, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def read_config(path: str | Path) -> ModelConfig:

@@ -24,7 +24,9 @@ import numpy as np
 
 from osteo_batch import metrics
 from osteo_batch.models.backbones import get_backbone, load_backbone_weights
-from osteo_batch.models.model import LABELS, ModelConfig, build_module, normalise, save_model_dir
+from osteo_batch.models.model import (
+    LABELS, ModelConfig, build_module, normalise, publish_model_dir, save_model_dir, staging_dir,
+)
 from osteo_batch.store import Store
 from osteo_batch.tensors import DicomDataset, Item, make_loader
 from osteo_batch.who import who_class
@@ -222,7 +224,8 @@ def train(
         ceiling_val = _ceiling_on(pid_va, y_bin, truth_csv)
 
     out = Path(out)
-    model_id = save_model_dir(merged, mcfg, out)
+    staging = staging_dir(out)
+    model_id = save_model_dir(merged, mcfg, staging)
     manifest = hashlib.sha256("\n".join(sorted(f"{p['sop_instance_uid']}:{l}" for p, l in zip(pairs, labels))).encode()).hexdigest()
     card = {
         "model_id": model_id,
@@ -268,7 +271,8 @@ def train(
         "loss_history": history,
         "train_seconds": round(time.monotonic() - t0, 1),
     }
-    write_card(out, card, mcfg)
+    write_card(staging, card, mcfg)
+    publish_model_dir(staging, out)
     return TrainResult(out, model_id, card)
 
 

@@ -1,0 +1,2 @@
+-- Shard files already loaded.
+SELECT file FROM shard_files;
