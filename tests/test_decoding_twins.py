@@ -37,6 +37,42 @@ def test_twin_reaches_the_model_as_the_same_tensor(twin):
     np.testing.assert_array_equal(load_image(_file(twin), 48), ref)
 
 
+def test_deflated_twin(tmp_path):
+    import pydicom
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    ds = pydicom.dcmread(_file(REFERENCE))
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    twin = tmp_path / "deflated"
+    ds.save_as(twin)
+    assert pydicom.dcmread(twin).file_meta.TransferSyntaxUID == DeflatedExplicitVRLittleEndian
+    assert read_header(twin).reason is None
+    np.testing.assert_array_equal(load_image(twin, 48), load_image(_file(REFERENCE), 48))
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "JPEG-LL.dcm",  # JPEG lossless, process 14 SV1, 16-bit (pydicom-data)
+        "JPGLosslessP14SV1_1s_1f_8b.dcm",  # the same process, 8-bit
+        "MR_small_jp2klossless.dcm",
+        "MR_small_jpeg_ls_lossless.dcm",
+    ],
+)
+def test_lossless_file_equals_its_decompressed_twin(tmp_path, name):
+    """No encoder for JPEG lossless exists in Python, so the twin is made the other
+    way round: decompress the reference file to native and compare."""
+    import pydicom
+
+    src = _file(name)
+    ds = pydicom.dcmread(src)
+    ds.decompress()
+    twin = tmp_path / "native"
+    ds.save_as(twin)
+    assert not pydicom.dcmread(twin).file_meta.TransferSyntaxUID.is_compressed
+    np.testing.assert_array_equal(load_image(twin, 48), load_image(src, 48))
+
+
 @pytest.mark.parametrize(
     "name",
     [
