@@ -60,7 +60,9 @@ def summary_markdown(s: dict[str, Any]) -> str:
         f"# Nightly screening run `{s['run_id']}`",
         "",
         f"- model `{s.get('model_id')}`, threshold {s.get('threshold')}",
-        f"- files swept: {sw.get('files')} (headers read tonight: {sw.get('headers_read')}), conserved: {sw.get('conserved')}",
+        f"- files swept: {sw.get('files')} (headers read tonight: {sw.get('headers_read')})",
+        "- " + " + ".join(f"{n} {k}" for k, n in s.get("instances", {}).get("by_status", {}).items())
+        + f" = {s.get('instances', {}).get('files')} files",
         f"- scored tonight: {s.get('score', {}).get('scored')}, heat maps: {s.get('explain', {}).get('explained')}",
         f"- on the worklist: {s.get('worklist', {}).get('listed')}",
         "",

@@ -108,6 +108,7 @@ def write_worklist(
         below=below,
         counts=counts,
         total_files=sum(c["n"] for c in counts),
+        by_status=_by_status(counts),
         reasons=DESCRIPTIONS,
         dxa_lookback_days=dxa_lookback_days,
         card=model_card or {},
@@ -120,3 +121,10 @@ def write_worklist(
             {"run_id": run["run_id"], "file": path.name, "model_id": model_id, "threshold": threshold, "n": len(rows)},
         )
     return WorklistResult(path, len(rows), excluded, below)
+
+
+def _by_status(counts: list[dict]) -> dict[str, int]:
+    out = {k: 0 for k in ("scored", "ineligible", "duplicate", "rejected", "pending")}
+    for c in counts:
+        out[c["status"]] = out.get(c["status"], 0) + c["n"]
+    return out

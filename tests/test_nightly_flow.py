@@ -68,6 +68,8 @@ def test_worklist_lists_flagged_patients_once_highest_first(runs):
     assert len(scores) == wl["listed"] and scores == sorted(scores, reverse=True)
     assert all(s >= wl["threshold"] for s in scores)
     assert "DXA confirms" in html and "not a diagnosis" in html
+    n_files = runs["first"]["instances"]["files"]
+    assert re.search(rf'class="conservation">{n_files} = \d+ scored \+ \d+ ineligible \+ \d+ duplicate \+ \d+ rejected<', html)
     ids = re.findall(r"<td>(SYN\d{5})</td>", html)
     assert len(ids) == len(set(ids)) == wl["listed"], "one row per patient"
     # patients with a DXA in the 2 years before the study are left out

@@ -27,7 +27,7 @@ name = "any_image"
   [[rule.condition]]
   name = "modality"
   keyword = "Modality"
-  in = ["MR", "CR", "DX", "OT"]
+  in = ["MR", "CR", "DX", "OT", "NM", "US"]
 """
 
 
@@ -47,10 +47,31 @@ def quirky(tiny_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("quirks")
     a = root / "archive"
     twins = {}
+    twins_lossless = {}
     for i, name in enumerate([REFERENCE, *TWINS]):
         uid = f"2.25.7{i:03d}"
         _with_uid(get_testdata_file(name, download=False), a / "twins" / f"T{i}", uid)
         twins[uid] = name
+    # twins made the other way round: a lossless file and its decompressed copy
+    for j, name in enumerate(["JPEG-LL.dcm", "JPGLosslessP14SV1_1s_1f_8b.dcm"]):
+        src = _with_uid(get_testdata_file(name, download=False), a / "lossless" / f"L{j}", f"2.25.71{j}0")
+        ds = pydicom.dcmread(src)
+        ds.decompress()
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = f"2.25.71{j}1"
+        ds.save_as(a / "lossless" / f"L{j}-native")
+        twins_lossless[f"2.25.71{j}0"] = f"2.25.71{j}1"
+    deflated = pydicom.dcmread(get_testdata_file(REFERENCE, download=False))
+    deflated.file_meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
+    deflated.SOPInstanceUID = deflated.file_meta.MediaStorageSOPInstanceUID = "2.25.7999"
+    deflated.save_as(a / "twins" / "deflated")
+    twins["2.25.7999"] = "deflated"
+    multi = dataset(sop_instance_uid="2.25.807", pixels=np.concatenate([ramp(), ramp()]), rows=128, cols=48)
+    multi.Rows, multi.NumberOfFrames = 64, 2  # two frames of 64x48: the first is scored
+    write(multi, a / "other" / "two-frames")
+    for k in range(2):  # no Patient ID: never merged into one worklist row
+        nopid = dataset(sop_instance_uid=f"2.25.81{k}")
+        del nopid.PatientID
+        write(nopid, a / "other" / f"no-id-{k}")
     junk = a / "junk"
     junk.mkdir()
     (junk / "notes.txt").write_text("export log\n")
@@ -84,11 +105,11 @@ def quirky(tiny_model, tmp_path_factory):
     s = pipeline.load_settings(rules, workdir=root / "work", archive=a, model_dir=tiny_model.model_dir, workers=1)
     summary = pipeline.run_nightly(s)
     n_files = sum(1 for dp, _, fs in os.walk(a) for f in fs)  # os.walk does not follow the loop
-    return s, summary, twins, n_files
+    return s, summary, twins, n_files, twins_lossless
 
 
 def test_conservation_over_a_quirky_archive(quirky):
-    s, summary, _, n_files = quirky
+    s, summary, _, n_files, _ = quirky
     inst = summary["instances"]
     assert inst["files"] == n_files
     assert set(inst["by_status"]) <= {"scored", "ineligible", "duplicate", "rejected"}
@@ -96,7 +117,7 @@ def test_conservation_over_a_quirky_archive(quirky):
 
 
 def test_every_rejection_has_a_reason_from_the_vocabulary(quirky):
-    s, summary, _, _ = quirky
+    s, summary, *_ = quirky
     vocab = {r.value for r in Reason}
     with Store(s.store_path, read_only=True) as st:
         rows = st.con.execute("SELECT status, reason FROM instances WHERE status <> 'scored'").fetchall()
@@ -110,13 +131,15 @@ def test_every_rejection_has_a_reason_from_the_vocabulary(quirky):
 
 
 def test_twins_get_equal_scores(quirky):
-    s, summary, twins, _ = quirky
+    s, summary, twins, _, lossless = quirky
     with Store(s.store_path, read_only=True) as st:
         scores = dict(st.con.execute("SELECT sop_instance_uid, score FROM scores").fetchall())
     got = {twins[u]: scores[u] for u in twins}
-    assert len(got) == 1 + len(TWINS)
+    assert len(got) == 2 + len(TWINS)
     ref = got[REFERENCE]
     assert all(abs(v - ref) < 1e-6 for v in got.values()), got
+    for compressed, native in lossless.items():
+        assert abs(scores[compressed] - scores[native]) < 1e-6
 
 
 def test_the_odd_name_was_scored(quirky):
@@ -124,3 +147,14 @@ def test_the_odd_name_was_scored(quirky):
     with Store(s.store_path, read_only=True) as st:
         status = st.con.execute("SELECT status FROM instances WHERE sop_instance_uid = '2.25.805'").fetchall()
     assert status == [("scored",)]
+
+
+def test_multi_frame_is_scored_and_images_without_patient_id_stay_apart(quirky, tiny_model):
+    s, *_ = quirky
+    with Store(s.store_path, read_only=True) as st:
+        statuses = dict(st.con.execute(
+            "SELECT sop_instance_uid, status FROM instances WHERE sop_instance_uid IN ('2.25.807', '2.25.810', '2.25.811')"
+        ).fetchall())
+        cands = st.rows("worklist", {"model_id": tiny_model.model_id, "dxa_lookback_days": 730})
+    assert statuses == {"2.25.807": "scored", "2.25.810": "scored", "2.25.811": "scored"}
+    assert {"2.25.810", "2.25.811"} <= {c["sop_instance_uid"] for c in cands if c["patient_id"] is None}
