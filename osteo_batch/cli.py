@@ -165,7 +165,8 @@ def cmd_train(args) -> int:
     sw = pipeline.sweep_stage(s, run_id)
     pipeline.finish_run(s, run_id, {"sweep": sw})
     cfg = TrainConfig(backbone=args.backbone, weights=str(args.weights) if args.weights else None, epochs=args.epochs,
-                      seed=args.seed, workers=args.workers)
+                      seed=args.seed, workers=args.workers, strategy=args.strategy,
+                      masks=str(args.masks) if args.masks else None)
     t0 = time.monotonic()
     with pipeline.open_store(s) as st:
         res = train(st, args.out, cfg, truth_csv=args.truth,
@@ -173,6 +174,10 @@ def cmd_train(args) -> int:
     v = res.card["validation"]
     ceiling = res.card["ceiling"]["auc_validation"]
     print(f"model {res.model_id} -> {Path(args.out).resolve()}")
+    bone = res.card.get("bone")
+    if bone:
+        print(f"looks at bone: IoU_bone {bone['iou_bone']:.3f} (random map {bone['iou_bone_random']:.3f}); "
+              f"occluding bone drops AUC by {bone['delta_bone']:.3f} (equal non-bone area: {bone['delta_nonbone']:.3f})")
     print(f"validation AUC {v['auc']:.3f} (95% CI {v['auc_ci95'][0]:.3f}-{v['auc_ci95'][1]:.3f})"
           + (f", known ceiling {ceiling:.3f}" if ceiling is not None else "")
           + f"; threshold {v['threshold']:.4f}: sensitivity {v['sensitivity']:.2f}, specificity {v['specificity']:.2f}")
@@ -201,7 +206,8 @@ def cmd_demo(args) -> int:
         _say("[demo] fine-tuning the demo model on the CPU ...")
         ns = argparse.Namespace(config=None, workdir=workdir, archive=workdir / "archive", dxa=workdir / "dxa.csv",
                                 workers=args.workers, backbone="dinov2_tiny_demo", weights=None, epochs=args.epochs,
-                                seed=0, out=model_dir, truth=workdir / "truth.csv")
+                                seed=0, out=model_dir, truth=workdir / "truth.csv", strategy="lora",
+                                masks=workdir / "bone_masks")
         cmd_train(ns)
     _say("[demo] running the nightly flow ...")
     s = pipeline.load_settings(None, workdir=workdir, archive=workdir / "archive", model_dir=model_dir,
@@ -292,6 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", type=Path, required=True, help="model folder to write")
     t.add_argument("--backbone", default="dinov2_tiny_demo", help="backbone name (default: dinov2_tiny_demo)")
     t.add_argument("--weights", type=Path, help="local .safetensors backbone weights (never downloaded)")
+    t.add_argument("--strategy", choices=("lora", "linear", "full"), default="lora",
+                   help="LoRA adapters (default), linear probe on a frozen backbone, or full fine-tune")
+    t.add_argument("--masks", type=_existing("directory"),
+                   help="folder of <SOP Instance UID>.png bone masks: reports Δbone and IoU_bone on the card")
     t.add_argument("--epochs", type=int, default=20)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--workers", type=int, default=2)

@@ -57,6 +57,22 @@ def overlay(image: np.ndarray, cam: np.ndarray, *, scale: int = 1) -> np.ndarray
     return out
 
 
+def cam_maps(module, config, x, *, device: str = "cpu", batch_size: int = 8) -> np.ndarray:
+    """Grad-CAM maps (N, H, W) in [0, 1] for the osteoporosis class of images ``x`` (N, 1, H, W)."""
+    import torch
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    target = config.labels.index(config.score_label)
+    out = []
+    with GradCAM(model=module, target_layers=[module.blocks[-1].norm1], reshape_transform=_vit_reshape(module)) as cam:
+        for i in range(0, len(x), batch_size):
+            xb = torch.as_tensor(x[i : i + batch_size]).to(device)
+            xin = normalise(xb, config).requires_grad_(True)
+            out.append(cam(input_tensor=xin, targets=[ClassifierOutputTarget(target)] * len(xb)))
+    return np.concatenate(out) if out else np.empty((0,) + tuple(x.shape[2:]))
+
+
 def explain(
     model: LoadedModel,
     items: list[Item],
@@ -68,33 +84,25 @@ def explain(
 ) -> tuple[list[Explained], list[tuple[str, str]]]:
     """Write a heat map per item; returns what was written and (path, reason) failures."""
     from PIL import Image
-    from pytorch_grad_cam import GradCAM
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     from osteo_batch.outputs import private_dir
 
     out = private_dir(out_dir)
-    module = model.module
-    target_class = model.config.labels.index(model.config.score_label)
     done: list[Explained] = []
     failed: list[tuple[str, str]] = []
     loader = make_loader(DicomDataset(items, model.config.img_size), batch_size=batch_size, workers=workers)
-    with GradCAM(model=module, target_layers=[module.blocks[-1].norm1], reshape_transform=_vit_reshape(module)) as cam:
-        for idx, x, fails in loader:
-            failed.extend((items[i].key, r) for i, r in fails)
-            if not len(idx):
-                continue
-            xin = normalise(x.to(device), model.config).requires_grad_(True)
-            maps = cam(input_tensor=xin, targets=[ClassifierOutputTarget(target_class)] * len(idx))
-            for j, i in enumerate(idx.tolist()):
-                it = items[i]
-                name = heatmap_name(model.model_id, it.sop_instance_uid)
-                img = Image.fromarray(overlay(x[j, 0].numpy(), maps[j]))
-                tmp = out / f".{name}.tmp"
-                img.save(tmp, format="PNG", optimize=True)
-                os.chmod(tmp, 0o600)
-                os.replace(tmp, out / name)
-                done.append(Explained(it.sop_instance_uid, name))
+    for idx, x, fails in loader:
+        failed.extend((items[i].key, r) for i, r in fails)
+        if not len(idx):
+            continue
+        maps = cam_maps(model.module, model.config, x, device=device, batch_size=batch_size)
+        for j, i in enumerate(idx.tolist()):
+            name = heatmap_name(model.model_id, items[i].sop_instance_uid)
+            tmp = out / f".{name}.tmp"
+            Image.fromarray(overlay(x[j, 0].numpy(), maps[j])).save(tmp, format="PNG", optimize=True)
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, out / name)
+            done.append(Explained(items[i].sop_instance_uid, name))
     return done, failed
 
 

@@ -63,7 +63,8 @@ def tiny_model(cohort_dir, tmp_path_factory):
     pipeline.sweep_stage(s, "train")
     out = work / "models" / "tiny"
     with pipeline.open_store(s) as st:
-        res = train(st, out, TrainConfig(epochs=2, workers=0, seed=0), truth_csv=cohort_dir.truth_csv)
+        res = train(st, out, TrainConfig(epochs=2, workers=0, seed=0, masks=str(cohort_dir.masks)),
+                    truth_csv=cohort_dir.truth_csv)
     return res
 
 

@@ -23,6 +23,12 @@ def test_model_dir_has_weights_config_and_card(tiny_model):
     assert card["random_init"] is True and "random" in card["weights"]
     assert card["ceiling"]["auc_validation"] is not None
     assert card["merge_max_abs_diff"] < 1e-4, "merged LoRA must give the same outputs"
+    bone = card["bone"]
+    assert bone["images"] > 0 and 0 <= bone["iou_bone"] <= 1 and 0 <= bone["iou_bone_random"] <= 1
+    assert 0 < bone["bone_area_share"] < 0.5 and abs(bone["nonbone_area_share"] - bone["bone_area_share"]) < 0.02
+    assert 0 <= card["calibration"]["ece"] <= 1
+    assert sum(b["n"] for b in card["calibration"]["bins"]) == card["data"]["val_images"]
+    assert set(card["subgroups"]) == {"age_band", "view", "modality", "manufacturer"}
     html = (d / "card.html").read_text()
     assert "random weights" in html and "DXA confirms" in html
 

@@ -38,6 +38,8 @@ log = logging.getLogger("osteo_batch.train")
 class TrainConfig:
     backbone: str = "dinov2_tiny_demo"
     weights: str | None = None  # local safetensors; None = random init (demo only)
+    strategy: str = "lora"  # "lora", "linear" (frozen backbone) or "full"
+    masks: str | None = None  # folder of <SOP Instance UID>.png bone masks, for Δbone and IoU_bone
     epochs: int = 30
     batch_size: int = 16
     lr: float = 5e-3
@@ -104,7 +106,8 @@ def _augment(x, rng: np.random.Generator):
     return torch.roll(x * gain + bias, shifts=(dy, dx), dims=(2, 3)).clamp(0, 1)
 
 
-def _predict(module, x, cfg: ModelConfig, batch_size: int = 32) -> np.ndarray:
+def predict(module, x, cfg: ModelConfig, batch_size: int = 32) -> np.ndarray:
+    """Class probabilities (N, 3) for images x (N, 1, H, W) in [0, 1]."""
     import torch
 
     out = []
@@ -128,6 +131,8 @@ def train(
     import torch
     from peft import LoraConfig, get_peft_model
 
+    if cfg.strategy not in STRATEGIES:
+        raise TrainingDataError(f"strategy {cfg.strategy!r}: use one of {', '.join(STRATEGIES)}")
     t0 = time.monotonic()
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -164,11 +169,17 @@ def train(
         weights_info = {"file": None, "sha256": None}
         weights_note = "random initialisation: a demonstration model, not a clinical one"
 
-    lora = LoraConfig(
-        r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
-        target_modules=list(spec.lora_targets), modules_to_save=["head"],
-    )
-    peft_model = get_peft_model(module, lora)
+    if cfg.strategy == "lora":
+        lora = LoraConfig(
+            r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+            target_modules=list(spec.lora_targets), modules_to_save=["head"],
+        )
+        peft_model = get_peft_model(module, lora)
+    else:  # linear probe: only the head learns; full: everything does
+        peft_model = module
+        mcfg.lora = {}
+        for name, prm in module.named_parameters():
+            prm.requires_grad_(cfg.strategy == "full" or name.startswith("head."))
     trainable = [p for p in peft_model.parameters() if p.requires_grad]
     n_trainable = sum(p.numel() for p in trainable)
     n_total = sum(p.numel() for p in peft_model.parameters())
@@ -203,9 +214,10 @@ def train(
             break
 
     # evaluate the adapter model, then merge and prove the merge changes nothing
-    p_unmerged = _predict(peft_model, x_va, mcfg)
-    merged = peft_model.merge_and_unload()
-    p_va = _predict(merged, x_va, mcfg)
+    p_unmerged = predict(peft_model, x_va, mcfg)
+    merged = peft_model.merge_and_unload() if cfg.strategy == "lora" else peft_model
+    merged.requires_grad_(True)  # Grad-CAM needs gradients through every layer
+    p_va = predict(merged, x_va, mcfg)
     merge_diff = float(np.abs(p_va - p_unmerged).max()) if len(p_va) else 0.0
 
     score = p_va[:, 2]
@@ -223,6 +235,25 @@ def train(
     if truth_csv:
         ceiling_val = _ceiling_on(pid_va, y_bin, truth_csv)
 
+    from osteo_batch.models import evaluate
+
+    meta_va = [pairs[i] for i, v in zip(ok, is_val) if v]
+    calib = evaluate.calibration(y_bin, score)
+    subgroups = evaluate.subgroup_auc(y_bin, score, {
+        "age_band": [evaluate.age_band(m["age"]) for m in meta_va],
+        "view": [m["view"] for m in meta_va],
+        "modality": [m["modality"] for m in meta_va],
+        "manufacturer": [m["manufacturer"] for m in meta_va],
+    })
+    bone = None
+    if cfg.masks:
+        have = [j for j, m in enumerate(meta_va) if (Path(cfg.masks) / f"{m['sop_instance_uid']}.png").is_file()]
+        if have:
+            masks = np.stack([evaluate.load_mask(Path(cfg.masks) / f"{meta_va[j]['sop_instance_uid']}.png", spec.img_size)
+                              for j in have])
+            bone = evaluate.bone_metrics(merged, mcfg, x_va[have], y_bin[have], masks, seed=cfg.seed)
+            bone["images"] = len(have)
+
     out = Path(out)
     staging = staging_dir(out)
     model_id = save_model_dir(merged, mcfg, staging)
@@ -236,7 +267,7 @@ def train(
         "weights": weights_note,
         "weights_sha256": weights_info["sha256"],
         "random_init": cfg.weights is None,
-        "strategy": "lora",
+        "strategy": cfg.strategy,
         "trainable_parameters": int(n_trainable),
         "total_parameters": int(n_total),
         "train": asdict(cfg),
@@ -266,6 +297,10 @@ def train(
             "auc_validation": None if ceiling_val is None else round(ceiling_val, 4),
             "note": "AUC of the true latent bone density on the same validation patients: no image model can beat it in expectation (synthetic cohorts only)",
         },
+        "calibration": {"ece": round(calib.ece, 4), "bins": calib.bins},
+        "subgroups": subgroups,
+        "bone": bone,
+        "code_version": _code_version(),
         "merge_max_abs_diff": merge_diff,
         "epochs_run": epochs_run,
         "loss_history": history,
@@ -274,6 +309,23 @@ def train(
     write_card(staging, card, mcfg)
     publish_model_dir(staging, out)
     return TrainResult(out, model_id, card)
+
+
+STRATEGIES = ("lora", "linear", "full")
+
+
+def _code_version() -> str:
+    """Package version plus the git commit when run from a checkout."""
+    import subprocess
+
+    from osteo_batch import __version__
+
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"{__version__}+{sha}" if sha else __version__
 
 
 def _ceiling_on(pids: np.ndarray, y_bin: np.ndarray, truth_csv: str | Path) -> float | None:
@@ -290,5 +342,17 @@ def write_card(out: Path, card: dict, mcfg: ModelConfig) -> None:
     from osteo_batch.outputs import write_private
     from osteo_batch.report import render
 
-    write_private(out / "card.json", json.dumps(card, indent=2, default=str))
+    card = _json_safe(card)
+    write_private(out / "card.json", json.dumps(card, indent=2, default=str, allow_nan=False))
     write_private(out / "card.html", render("card.html.j2", card=card, config=asdict(mcfg)))
+
+
+def _json_safe(x):
+    """NaN (an AUC of a subgroup with one class) becomes null: card.json stays valid JSON."""
+    if isinstance(x, float) and x != x:
+        return None
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    return x
