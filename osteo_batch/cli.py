@@ -218,6 +218,47 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_study(args) -> int:
+    import json
+
+    from osteo_batch import study, synth
+
+    out = Path(args.out)
+    if args.demo:
+        cohort_dir = out / "cohort"
+        if not (cohort_dir / "cohort.json").is_file():
+            _say("[study] writing the synthetic cohort (a few thousand small phantoms) ...")
+            synth.write_cohort(cohort_dir, study.demo_spec())
+        archive, dxa = cohort_dir / "archive", cohort_dir / "dxa.csv"
+        truth, masks = cohort_dir / "truth.csv", cohort_dir / "bone_masks"
+        grid = study.demo_grid(epochs=args.epochs or 8)
+    else:
+        if not (args.archive and args.dxa and args.grid):
+            raise CliError("study needs --archive, --dxa and --grid (or --demo)")
+        archive, dxa, truth, masks = args.archive, args.dxa, args.truth, args.masks
+        grid = study.load_grid(args.grid)
+    from flows import env
+
+    env.configure(out)
+    from flows.study import model_study
+
+    report = model_study(archive=str(archive), dxa_csv=str(dxa), out=str(out), grid=grid,
+                         truth=str(truth) if truth else None, masks=str(masks) if masks else None,
+                         workers=args.workers)
+    data = json.loads(Path(report).read_text())
+    print(f"{'backbone':20}{'strategy':>9}{'AUC':>8}{'95% CI':>16}{'sens':>7}{'spec':>7}{'Δbone':>8}{'IoU_bone':>9}")
+    for r in data["rows"]:
+        ci = f"{r['auc_ci'][0]:.3f}-{r['auc_ci'][1]:.3f}"
+        fmt = lambda x: "—" if x is None else f"{x:.3f}"  # noqa: E731
+        print(f"{r['backbone']:20}{r['strategy']:>9}{r['auc']:8.3f}{ci:>16}{r['sensitivity']:7.2f}{r['specificity']:7.2f}"
+              f"{fmt(r['delta_bone']):>8}{fmt(r['iou_bone']):>9}")
+    if data["ceiling_auc"] is not None:
+        print(f"known ceiling AUC {data['ceiling_auc']:.3f}; random-map IoU_bone {data['iou_bone_random']:.3f}; "
+              f"non-bone occlusion Δ {data['delta_nonbone']:.3f}")
+    print(f"report: {Path(report).resolve()} (and report.html)")
+    return 0
+
+
 def cmd_serve(args) -> int:
     from flows import env
 
@@ -308,6 +349,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--truth", type=_existing("file"), help="synthetic cohorts: truth.csv, to report the ceiling")
     t.add_argument("--config", type=_existing("file"), help="TOML with [[rule]] eligibility rules")
     t.set_defaults(fn=cmd_train)
+
+    y = sub.add_parser("study", help="train a grid of backbone x strategy models and compare them (a Prefect flow)",
+                       description="The SNUH protocol on your pairs: every model of --grid on the same patient split; "
+                                   "writes OUT/report.json and OUT/report.html.")
+    y.add_argument("--out", type=Path, required=True, help="folder for the store, models and report")
+    y.add_argument("--demo", action="store_true", help="use a seeded synthetic cohort and the 3-strategy demo grid")
+    y.add_argument("--archive", type=_existing("directory"))
+    y.add_argument("--dxa", type=_existing("file"))
+    y.add_argument("--grid", type=_existing("file"), help="TOML with [[model]] backbone/strategy/weights/epochs")
+    y.add_argument("--truth", type=_existing("file"), help="synthetic cohorts: truth.csv, for the ceiling")
+    y.add_argument("--masks", type=_existing("directory"), help="bone masks, for Δbone and IoU_bone")
+    y.add_argument("--epochs", type=int, default=None, help="demo grid: epochs per model (default: 8)")
+    y.add_argument("--workers", type=int, default=2)
+    y.set_defaults(fn=cmd_study)
 
     v = sub.add_parser("serve", help="serve the nightly flow on a cron schedule (needs `prefect server start`)")
     common(v, archive=True, archive_required=True)

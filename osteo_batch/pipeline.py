@@ -40,9 +40,10 @@ def is_user_error(e: BaseException) -> bool:
     from osteo_batch.models.model import ModelDirError
     from osteo_batch.models.train import TrainingDataError
     from osteo_batch.store import StoreError
+    from osteo_batch.study import GridError
     from osteo_batch.sweep import ArchiveEmptyError
 
-    return isinstance(e, (SettingsError, StoreError, ModelDirError, DxaFileError, RuleError, UnknownBackboneError,
+    return isinstance(e, (SettingsError, GridError, StoreError, ModelDirError, DxaFileError, RuleError, UnknownBackboneError,
                           TrainingDataError, ArchiveEmptyError, FileNotFoundError, NotADirectoryError,
                           PermissionError))
 

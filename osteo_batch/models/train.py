@@ -40,6 +40,7 @@ class TrainConfig:
     weights: str | None = None  # local safetensors; None = random init (demo only)
     strategy: str = "lora"  # "lora", "linear" (frozen backbone) or "full"
     masks: str | None = None  # folder of <SOP Instance UID>.png bone masks, for Δbone and IoU_bone
+    cache_dir: str | None = None  # decoded images kept here, shared by models trained on the same pairs
     epochs: int = 30
     batch_size: int = 16
     lr: float = 5e-3
@@ -93,6 +94,27 @@ def _decode_all(items: list[Item], img_size: int, workers: int) -> tuple[np.ndar
     if not xs:
         return np.empty((0, 1, img_size, img_size), np.float32), []
     return torch.cat(xs).numpy(), keep
+
+
+def _decode_cached(items: list[Item], img_size: int, workers: int, cache_dir: str | None):
+    """:func:`_decode_all`, kept in ``cache_dir`` keyed by the files and the size (0600)."""
+    if not cache_dir:
+        return _decode_all(items, img_size, workers)
+    import os
+
+    from osteo_batch.outputs import private_dir
+
+    key = hashlib.sha256("\n".join(f"{it.key}|{it.sop_instance_uid}" for it in items).encode() + str(img_size).encode())
+    path = private_dir(cache_dir) / f"decoded-{key.hexdigest()[:16]}.npz"
+    if path.is_file():
+        with np.load(path) as z:
+            return z["x"], z["ok"].tolist()
+    x, ok = _decode_all(items, img_size, workers)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, x=x, ok=np.array(ok, dtype=np.int64))
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+    return x, ok
 
 
 def _augment(x, rng: np.random.Generator):
@@ -151,7 +173,7 @@ def train(
     val_patients = split_by_patient(patients, labels, cfg.val_fraction, cfg.seed)
     items = [Item(p["path"], p["sop_instance_uid"], p["patient_id"]) for p in pairs]
 
-    x_all, ok = _decode_all(items, spec.img_size, cfg.workers)
+    x_all, ok = _decode_cached(items, spec.img_size, cfg.workers, cfg.cache_dir)
     y_all = np.array([labels[i] for i in ok])
     pid_all = np.array([patients[i] for i in ok])
     is_val = np.array([p in val_patients for p in pid_all])
