@@ -36,8 +36,10 @@ def heatmap_name(model_id: str, sop_instance_uid: str) -> str:
 
 
 def _vit_reshape(module):
+    from osteo_batch.models.backbones import cam_layer_and_grid
+
     n_prefix = getattr(module, "num_prefix_tokens", 1)
-    gh, gw = module.patch_embed.grid_size
+    gh, gw = cam_layer_and_grid(module)[1]
 
     def reshape(t):
         t = t[:, n_prefix:, :]
@@ -65,7 +67,10 @@ def cam_maps(module, config, x, *, device: str = "cpu", batch_size: int = 8) -> 
 
     target = config.labels.index(config.score_label)
     out = []
-    with GradCAM(model=module, target_layers=[module.blocks[-1].norm1], reshape_transform=_vit_reshape(module)) as cam:
+    from osteo_batch.models.backbones import cam_layer_and_grid
+
+    layer = cam_layer_and_grid(module)[0]
+    with GradCAM(model=module, target_layers=[layer], reshape_transform=_vit_reshape(module)) as cam:
         for i in range(0, len(x), batch_size):
             xb = torch.as_tensor(x[i : i + batch_size]).to(device)
             xin = normalise(xb, config).requires_grad_(True)

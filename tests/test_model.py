@@ -93,3 +93,50 @@ def test_pretrained_backbone_loads_from_a_local_file(tmp_path):
     info = load_backbone_weights(model, tmp_path)
     assert len(info["sha256"]) == 64
     assert torch.equal(model.blocks[0].attn.qkv.weight, donor.blocks[0].attn.qkv.weight)
+
+
+@pytest.mark.parametrize("backbone", ["dinov2_hf_tiny_demo", "clip_tiny_demo"])
+def test_other_families_train_merge_and_explain(backbone, tmp_path, cohort_dir):
+    """A Hugging Face Dinov2 folder and a CLIP ViT file, saved as a site would bring them,
+    loaded through --weights, trained with LoRA, merged, and explained with Grad-CAM."""
+    from safetensors.torch import save_file
+
+    from osteo_batch import pipeline
+    from osteo_batch.explain import cam_maps
+    from osteo_batch.models.backbones import build, get_backbone
+    from osteo_batch.models.train import TrainConfig, train
+
+    spec = get_backbone(backbone)
+    torch.manual_seed(1)
+    if spec.family == "hf":
+        from transformers import Dinov2Config, Dinov2Model
+
+        weights = tmp_path / "hf-checkpoint"
+        donor = Dinov2Model(Dinov2Config(**{k: v for k, v in spec.hf_defaults.items() if k != "model_type"}))
+        donor.save_pretrained(weights, safe_serialization=True)
+        probe = lambda m: m.backbone.embeddings.patch_embeddings.projection.weight  # noqa: E731
+        donor_w = donor.embeddings.patch_embeddings.projection.weight
+    else:
+        import timm
+
+        donor = timm.create_model(spec.timm_arch, pretrained=False, img_size=spec.img_size, num_classes=0, **spec.kwargs)
+        weights = tmp_path / "clip.safetensors"
+        save_file(donor.state_dict(), str(weights))
+        probe = lambda m: m.patch_embed.proj.weight  # noqa: E731
+        donor_w = donor.patch_embed.proj.weight
+
+    work = tmp_path / "work"
+    s = pipeline.load_settings(None, workdir=work, archive=cohort_dir.archive, dxa_csv=cohort_dir.dxa_csv)
+    pipeline.load_dxa_stage(s, "t")
+    pipeline.sweep_stage(s, "t")
+    with pipeline.open_store(s) as st:
+        res = train(st, work / "m", TrainConfig(backbone=backbone, weights=str(weights), epochs=1, workers=0))
+    assert res.card["merge_max_abs_diff"] < 1e-4
+    assert res.card["weights_sha256"] and not res.card["random_init"]
+    m = load_model_dir(work / "m")
+    assert m.config.family == spec.family
+    # LoRA was merged into the pretrained weights: the patch embedding (not adapted) is the donor's
+    assert torch.equal(probe(m.module), donor_w)
+    x = torch.rand(2, 1, m.config.img_size, m.config.img_size)
+    maps = cam_maps(m.module, m.config, x)
+    assert maps.shape == (2, m.config.img_size, m.config.img_size) and np.isfinite(maps).all()

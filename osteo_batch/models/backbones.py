@@ -28,6 +28,14 @@ class BackboneSpec:
     std: tuple[float, float, float] = IMAGENET_STD
     lora_targets: tuple[str, ...] = ("qkv",)
     note: str = ""
+    family: str = "timm"  # "timm" (weights: one safetensors file) or "hf" (a Hugging Face folder)
+    hf_defaults: dict[str, Any] = field(default_factory=dict)  # HF config for random initialisation
+
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+_HF_BASE = {"model_type": "dinov2", "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+            "intermediate_size": 3072, "patch_size": 14}
 
 
 REGISTRY: dict[str, BackboneSpec] = {
@@ -36,6 +44,20 @@ REGISTRY: dict[str, BackboneSpec] = {
         BackboneSpec("dinov2_small", "vit_small_patch14_dinov2", 518, note="DINOv2 ViT-S/14, native 518 px"),
         BackboneSpec("dinov2_base", "vit_base_patch14_dinov2", 518, note="DINOv2 ViT-B/14, native 518 px"),
         BackboneSpec("dinov2_small_reg4", "vit_small_patch14_reg4_dinov2", 518, note="DINOv2 ViT-S/14 with 4 register tokens"),
+        BackboneSpec("clip_vit_base", "vit_base_patch16_clip_224", 224, mean=CLIP_MEAN, std=CLIP_STD,
+                     note="CLIP ViT-B/16 image tower (a second generalist), timm format"),
+        BackboneSpec("rad_dino", "", 518, family="hf", hf_defaults={**_HF_BASE, "image_size": 518},
+                     note="RAD-DINO-style Dinov2 chest X-ray encoder, Hugging Face format"),
+        BackboneSpec("dinov2_base_xray", "", 224, family="hf", hf_defaults={**_HF_BASE, "image_size": 224},
+                     note="dinov2-base-xray-style Dinov2 encoder, Hugging Face format"),
+        BackboneSpec("clip_tiny_demo", "vit_base_patch16_clip_224", 160, mean=CLIP_MEAN, std=CLIP_STD,
+                     kwargs={"embed_dim": 192, "depth": 4, "num_heads": 3},
+                     note="CLIP-architecture ViT cut down for CPU tests; random weights"),
+        BackboneSpec("dinov2_hf_tiny_demo", "", 168, family="hf",
+                     hf_defaults={"model_type": "dinov2", "hidden_size": 192, "num_hidden_layers": 4,
+                                  "num_attention_heads": 3, "intermediate_size": 768, "patch_size": 14,
+                                  "image_size": 168},
+                     note="Hugging Face Dinov2 cut down for CPU tests; random weights"),
         BackboneSpec(
             "dinov2_tiny_demo",
             "vit_small_patch14_dinov2",
@@ -65,8 +87,13 @@ def get_backbone(name: str) -> BackboneSpec:
         raise UnknownBackboneError(f"unknown backbone {name!r}{hint} Known: {', '.join(list_backbones())}") from None
 
 
-def build(spec_name: str, arch: str, img_size: int, kwargs: dict[str, Any], num_classes: int):
+def build(spec_name: str, arch: str, img_size: int, kwargs: dict[str, Any], num_classes: int,
+          hf_config: dict[str, Any] | None = None):
     """The network with random weights (timm makes no network call with pretrained=False)."""
+    if hf_config is not None:
+        from osteo_batch.models.hf import HFDinov2Classifier
+
+        return HFDinov2Classifier(hf_config, num_classes)
     import timm
 
     return timm.create_model(arch, pretrained=False, img_size=img_size, num_classes=num_classes, **kwargs)
@@ -88,6 +115,13 @@ def load_backbone_weights(model, path: str | Path) -> dict[str, Any]:
     """Load pretrained backbone weights into ``model`` (head excluded); returns provenance."""
     import hashlib
 
+    if hasattr(model, "cam_layer"):  # a Hugging Face encoder: a checkpoint folder
+        from osteo_batch.models.hf import load_hf_weights
+
+        load_hf_weights(model, path)
+        f = Path(path) / "model.safetensors"
+        return {"file": f"{Path(path).name}/model.safetensors", "sha256": hashlib.sha256(f.read_bytes()).hexdigest()}
+
     from safetensors.torch import load_file
     from timm.models.vision_transformer import checkpoint_filter_fn
 
@@ -107,3 +141,18 @@ def load_backbone_weights(model, path: str | Path) -> dict[str, Any]:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return {"file": p.name, "sha256": h.hexdigest()}
+
+
+def lora_targets(spec: BackboneSpec, module) -> list[str]:
+    if spec.family == "hf":
+        from osteo_batch.models.hf import lora_targets as hf_targets
+
+        return hf_targets(module)
+    return list(spec.lora_targets)
+
+
+def cam_layer_and_grid(module):
+    """The layer Grad-CAM reads and the patch grid its tokens fold into, for either family."""
+    if hasattr(module, "cam_layer"):
+        return module.cam_layer(), module.grid_size
+    return module.blocks[-1].norm1, module.patch_embed.grid_size

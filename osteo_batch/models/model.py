@@ -42,22 +42,40 @@ class ModelConfig:
     score_label: str = "osteoporosis"
     lora: dict[str, Any] = field(default_factory=dict)
     format: str = FORMAT
+    family: str = "timm"
+    hf_config: dict[str, Any] | None = None  # the Hugging Face encoder's config (family "hf")
 
     @classmethod
-    def for_backbone(cls, name: str, *, lora_r: int = 8, lora_alpha: int = 16) -> "ModelConfig":
-        """A config for registry backbone ``name``; threshold and bands are set after validation."""
+    def for_backbone(cls, name: str, *, lora_r: int = 8, lora_alpha: int = 16,
+                     weights: str | Path | None = None) -> "ModelConfig":
+        """A config for registry backbone ``name``; threshold and bands are set after validation.
+
+        For a Hugging Face encoder the architecture comes from the weights folder's
+        ``config.json`` (so a site's checkpoint defines its own size), else from
+        the registry's defaults.
+        """
         from osteo_batch.models.backbones import get_backbone
 
         spec = get_backbone(name)
+        hf_config, img_size = None, spec.img_size
+        if spec.family == "hf":
+            from osteo_batch.models.hf import read_hf_config
+
+            hf_config = read_hf_config(weights) if weights else dict(spec.hf_defaults)
+            img_size = int(hf_config.get("image_size", img_size))
         return cls(
-            backbone=spec.name, timm_arch=spec.timm_arch, img_size=spec.img_size, backbone_kwargs=dict(spec.kwargs),
+            backbone=spec.name, timm_arch=spec.timm_arch, img_size=img_size, backbone_kwargs=dict(spec.kwargs),
             mean=list(spec.mean), std=list(spec.std), threshold=0.5, bands={"high": 0.5},
             lora={"r": lora_r, "alpha": lora_alpha, "target_modules": list(spec.lora_targets), "merged": True},
+            family=spec.family, hf_config=hf_config,
         )
 
     def inference_fields(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("lora", None)
+        if d.get("family") == "timm" and d.get("hf_config") is None:  # IDs of timm models predate families
+            d.pop("family")
+            d.pop("hf_config")
         return d
 
 
@@ -88,7 +106,8 @@ def compute_model_id(weights: Path, config: ModelConfig) -> str:
 def build_module(config: ModelConfig):
     from osteo_batch.models.backbones import build
 
-    return build(config.backbone, config.timm_arch, config.img_size, config.backbone_kwargs, len(config.labels))
+    return build(config.backbone, config.timm_arch, config.img_size, config.backbone_kwargs, len(config.labels),
+                 hf_config=config.hf_config if config.family == "hf" else None)
 
 
 def save_model_dir(module, config: ModelConfig, out: str | Path) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from osteo_batch import metrics
-from osteo_batch.models.backbones import get_backbone, load_backbone_weights
+from osteo_batch.models.backbones import get_backbone, load_backbone_weights, lora_targets
 from osteo_batch.models.model import (
     LABELS, ModelConfig, build_module, normalise, publish_model_dir, save_model_dir, staging_dir,
 )
@@ -182,8 +182,10 @@ def train(
     if len(set(y_va.tolist())) < 2 or (y_va == 2).sum() == 0:
         raise TrainingDataError("the validation split has no osteoporosis cases; add data or change --seed")
 
-    mcfg = ModelConfig.for_backbone(spec.name, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha)
+    mcfg = ModelConfig.for_backbone(spec.name, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, weights=cfg.weights)
     module = build_module(mcfg)
+    targets = lora_targets(spec, module)
+    mcfg.lora["target_modules"] = targets
     if cfg.weights:
         weights_info = load_backbone_weights(module, cfg.weights)
         weights_note = f"pretrained backbone from local file {weights_info['file']} (sha256 {weights_info['sha256'][:16]}...)"
@@ -194,7 +196,7 @@ def train(
     if cfg.strategy == "lora":
         lora = LoraConfig(
             r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
-            target_modules=list(spec.lora_targets), modules_to_save=["head"],
+            target_modules=targets, modules_to_save=["head"],
         )
         peft_model = get_peft_model(module, lora)
     else:  # linear probe: only the head learns; full: everything does
