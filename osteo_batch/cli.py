@@ -218,6 +218,45 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_calibrate(args) -> int:
+    import datetime as dt
+
+    import numpy as np
+
+    from osteo_batch import pipeline
+    from osteo_batch.models.calibrate import recalibrate
+    from osteo_batch.models.model import load_model_dir
+    from osteo_batch.models.train import _decode_cached, predict
+    from osteo_batch.tensors import Item
+    from osteo_batch.who import who_class
+
+    s = pipeline.load_settings(args.config, workdir=args.workdir, archive=args.archive, dxa_csv=args.dxa,
+                               workers=args.workers)
+    model = load_model_dir(args.model)
+    run_id = pipeline.new_run_id()
+    pipeline.start_run(s, run_id, kind="sweep")
+    pipeline.finish_run(s, run_id, {"dxa": pipeline.load_dxa_stage(s, run_id), "sweep": pipeline.sweep_stage(s, run_id)})
+    with pipeline.open_store(s, read_only=True) as st:
+        pairs = [p for p in st.rows("training_pairs", {"window_days": args.window_days}) if p["t_min"] is not None]
+    if len(pairs) < 20:
+        raise CliError(f"only {len(pairs)} images pair with a DXA within {args.window_days} days; 20 or more are needed")
+    items = [Item(p["path"], p["sop_instance_uid"], p["patient_id"]) for p in pairs]
+    x, ok = _decode_cached(items, model.config.img_size, s.workers, str(s.workdir / "cache"))
+    raw = predict(model.module, x, model.config)[:, model.config.labels.index(model.config.score_label)]
+    y = np.array([who_class(pairs[i]["t_min"]) == 2 for i in ok], dtype=int)
+    patients = np.array([pairs[i]["patient_id"] for i in ok])
+    out = Path(args.out) if args.out else Path(f"{Path(args.model).resolve()}-{args.method}-{dt.date.today():%Y%m%d}")
+    try:
+        e = recalibrate(Path(args.model), out, raw, y, patients, method=args.method)
+    except ValueError as err:
+        raise CliError(str(err)) from None
+    print(f"model {e['model_id']} -> {out.resolve()} (recalibrated from {e['from_model_id']})")
+    print(f"{args.method} on {e['pairs'] - e['judged_on']} pairs, judged on {e['judged_on']}: "
+          f"ECE {e['ece_before']:.3f} -> {e['ece_after']:.3f}, AUC {e['auc_before']:.3f} -> {e['auc_after']:.3f}; "
+          f"threshold {e['threshold']:.4f}: sensitivity {e['sensitivity']:.2f}, specificity {e['specificity']:.2f}")
+    return 0
+
+
 def cmd_study(args) -> int:
     import json
 
@@ -349,6 +388,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--truth", type=_existing("file"), help="synthetic cohorts: truth.csv, to report the ceiling")
     t.add_argument("--config", type=_existing("file"), help="TOML with [[rule]] eligibility rules")
     t.set_defaults(fn=cmd_train)
+
+    c = sub.add_parser("calibrate", help="recalibrate a model on a site's own image-DXA pairs (no retraining)",
+                       description="Fits Platt or isotonic calibration and a new threshold on the site's pairs and "
+                                   "writes a new model version beside the old one; the card keeps the history.")
+    common(c, archive=True, archive_required=True)
+    c.add_argument("--model", type=_existing("directory"), required=True)
+    c.add_argument("--dxa", type=_existing("file"), required=True)
+    c.add_argument("--method", choices=("isotonic", "platt"), default="isotonic")
+    c.add_argument("--out", type=Path, help="new model folder (default: MODEL-METHOD-YYYYMMDD)")
+    c.add_argument("--window-days", type=int, default=180, help="image-DXA pairing window (default: 180)")
+    c.add_argument("--workers", type=int, default=2)
+    c.add_argument("--config", type=_existing("file"), help="TOML with [[rule]] eligibility rules")
+    c.set_defaults(fn=cmd_calibrate)
 
     y = sub.add_parser("study", help="train a grid of backbone x strategy models and compare them (a Prefect flow)",
                        description="The SNUH protocol on your pairs: every model of --grid on the same patient split; "

@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from osteo_batch.models import calibrate
 from osteo_batch.models.model import LoadedModel, normalise
 from osteo_batch.tensors import DicomDataset, Item, make_loader, shard_of
 
@@ -80,6 +81,7 @@ def score_shard(
                 with torch.autocast(device_type="cuda" if cuda else "cpu", dtype=torch.bfloat16, enabled=use_bf16):
                     logits = model.module(normalise(x, model.config))
                 p = torch.softmax(logits.float(), dim=1)[:, model.config.labels.index(model.config.score_label)]
+                p = calibrate.apply(model.config.calibration, p)  # a site's recalibration, if any
                 for i, s in zip(idx.tolist(), p.cpu().tolist()):
                     uids.append(mine[i].sop_instance_uid)
                     pids.append(mine[i].patient_id)

@@ -44,6 +44,7 @@ class ModelConfig:
     format: str = FORMAT
     family: str = "timm"
     hf_config: dict[str, Any] | None = None  # the Hugging Face encoder's config (family "hf")
+    calibration: dict[str, Any] | None = None  # site recalibration of P(osteoporosis), see models/calibrate.py
 
     @classmethod
     def for_backbone(cls, name: str, *, lora_r: int = 8, lora_alpha: int = 16,
@@ -76,6 +77,8 @@ class ModelConfig:
         if d.get("family") == "timm" and d.get("hf_config") is None:  # IDs of timm models predate families
             d.pop("family")
             d.pop("hf_config")
+        if d.get("calibration") is None:
+            d.pop("calibration")
         return d
 
 
