@@ -214,9 +214,13 @@ def train(
     steps = cfg.epochs * int(np.ceil(len(x_tr) / cfg.batch_size))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(1, steps), pct_start=0.15)
 
-    history = []
+    history: list[float] = []
     epochs_run = 0
-    for epoch in range(cfg.epochs):
+    ckpt = _Checkpoint(Path(out), _run_key(cfg, pairs, labels))
+    start = ckpt.restore(peft_model, opt, sched, rng, history)
+    if start:
+        log.info("resuming from the checkpoint after epoch %d", start)
+    for epoch in range(start, cfg.epochs):
         peft_model.train()
         order = rng.permutation(len(x_tr))
         total = 0.0
@@ -231,6 +235,7 @@ def train(
             total += float(loss.detach()) * len(b)
         epochs_run += 1
         history.append(round(total / max(1, len(x_tr)), 4))
+        ckpt.save(epoch + 1, peft_model, opt, sched, rng, history)
         if progress:
             progress(epoch + 1, cfg.epochs, history[-1])
         if cfg.time_budget_s and time.monotonic() - t0 > cfg.time_budget_s:
@@ -332,7 +337,82 @@ def train(
     }
     write_card(staging, card, mcfg)
     publish_model_dir(staging, out)
+    ckpt.clear()
     return TrainResult(out, model_id, card)
+
+
+def _run_key(cfg: TrainConfig, pairs: list[dict], labels: list[int]) -> str:
+    """What a checkpoint must match to be resumed: the settings and the exact data."""
+    d = asdict(cfg)
+    for k in ("workers", "time_budget_s", "cache_dir"):
+        d.pop(k, None)
+    data = "\n".join(f"{p['sop_instance_uid']}:{y}" for p, y in zip(pairs, labels))
+    return hashlib.sha256((json.dumps(d, sort_keys=True) + data).encode()).hexdigest()[:16]
+
+
+class _Checkpoint:
+    """Model, optimiser, scheduler and RNG state after each epoch, in safetensors + JSON (no pickle).
+
+    Written atomically beside the model folder; a run with the same settings and
+    data resumes from it, anything else ignores it.
+    """
+
+    def __init__(self, out: Path, key: str):
+        self.dir = out.with_name(f".{out.name}.checkpoint")
+        self.key = key
+
+    def save(self, epoch, model, opt, sched, rng, history) -> None:
+        import os
+        import shutil
+
+        from safetensors.torch import save_file
+
+        from osteo_batch.outputs import private_dir, write_private
+
+        tmp = private_dir(self.dir.with_name(self.dir.name + ".tmp"))
+        tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+        osd = opt.state_dict()
+        for idx, st in osd["state"].items():
+            for k, v in st.items():
+                tensors[f"opt.{idx}.{k}"] = v.detach().contiguous() if hasattr(v, "detach") else _scalar_tensor(v)
+        save_file(tensors, str(tmp / "state.safetensors"))
+        os.chmod(tmp / "state.safetensors", 0o600)
+        meta = {"key": self.key, "epoch": epoch, "history": history, "param_groups": osd["param_groups"],
+                "opt_keys": {str(i): list(st) for i, st in osd["state"].items()},
+                "sched": sched.state_dict(), "rng": rng.bit_generator.state}
+        write_private(tmp / "meta.json", json.dumps(meta, default=str))
+        shutil.rmtree(self.dir, ignore_errors=True)
+        os.replace(tmp, self.dir)
+
+    def restore(self, model, opt, sched, rng, history) -> int:
+        """Load a matching checkpoint into the given objects; returns the epoch to start at."""
+        from safetensors.torch import load_file
+
+        meta_path = self.dir / "meta.json"
+        if not meta_path.is_file():
+            return 0
+        meta = json.loads(meta_path.read_text())
+        if meta.get("key") != self.key:
+            return 0
+        tensors = load_file(str(self.dir / "state.safetensors"))
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        state = {int(i): {k: tensors[f"opt.{i}.{k}"] for k in keys} for i, keys in meta["opt_keys"].items()}
+        opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        sched.load_state_dict(meta["sched"])
+        rng.bit_generator.state = meta["rng"]
+        history[:] = meta["history"]
+        return int(meta["epoch"])
+
+    def clear(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _scalar_tensor(v):
+    import torch
+
+    return torch.tensor(v)
 
 
 STRATEGIES = ("lora", "linear", "full")
