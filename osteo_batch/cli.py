@@ -228,7 +228,7 @@ def cmd_calibrate(args) -> int:
     from osteo_batch.models.model import load_model_dir
     from osteo_batch.models.train import _decode_cached, predict
     from osteo_batch.tensors import Item
-    from osteo_batch.who import who_class
+    from osteo_batch.who import min_t, who_class
 
     s = pipeline.load_settings(args.config, workdir=args.workdir, archive=args.archive, dxa_csv=args.dxa,
                                workers=args.workers)
@@ -237,7 +237,8 @@ def cmd_calibrate(args) -> int:
     pipeline.start_run(s, run_id, kind="sweep")
     pipeline.finish_run(s, run_id, {"dxa": pipeline.load_dxa_stage(s, run_id), "sweep": pipeline.sweep_stage(s, run_id)})
     with pipeline.open_store(s, read_only=True) as st:
-        pairs = [p for p in st.rows("training_pairs", {"window_days": args.window_days}) if p["t_min"] is not None]
+        pairs = [{**p, "t_min": min_t(p)} for p in st.rows("training_pairs", {"window_days": args.window_days})]
+    pairs = [p for p in pairs if p["t_min"] is not None]
     if len(pairs) < 20:
         raise CliError(f"only {len(pairs)} images pair with a DXA within {args.window_days} days; 20 or more are needed")
     items = [Item(p["path"], p["sop_instance_uid"], p["patient_id"]) for p in pairs]

@@ -30,27 +30,39 @@ def auc(y, score) -> float:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-def bootstrap_auc_ci(y, score, groups=None, *, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:
-    """Percentile CI of the AUC, resampling ``groups`` (patients) when given."""
-    y = np.asarray(y).astype(bool)
-    s = np.asarray(score, dtype=float)
+def bootstrap_ci(statistic, n: int, groups=None, *, n_boot: int = 1000, alpha: float = 0.05,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile CI of ``statistic(idx)`` over resamples of ``groups`` (patients) when given, else rows."""
     rng = np.random.default_rng(seed)
-    if groups is None:
-        groups = np.arange(len(y))
-    groups = np.asarray(groups)
+    groups = np.arange(n) if groups is None else np.asarray(groups)
     uniq, inv = np.unique(groups, return_inverse=True)
     members = [np.flatnonzero(inv == g) for g in range(len(uniq))]
     stats = []
     for _ in range(n_boot):
         pick = rng.integers(0, len(uniq), len(uniq))
-        idx = np.concatenate([members[g] for g in pick])
-        a = auc(y[idx], s[idx])
-        if not np.isnan(a):
-            stats.append(a)
+        v = statistic(np.concatenate([members[g] for g in pick]))
+        if not np.isnan(v):
+            stats.append(v)
     if not stats:
         return float("nan"), float("nan")
     lo, hi = np.percentile(stats, [100 * alpha / 2, 100 * (1 - alpha / 2)])
     return float(lo), float(hi)
+
+
+def bootstrap_auc_ci(y, score, groups=None, *, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:
+    """Percentile CI of the AUC, resampling ``groups`` (patients) when given."""
+    y = np.asarray(y).astype(bool)
+    s = np.asarray(score, dtype=float)
+    return bootstrap_ci(lambda i: auc(y[i], s[i]), len(y), groups, n_boot=n_boot, alpha=alpha, seed=seed)
+
+
+def macro_auc(labels, probs) -> float:
+    """Mean one-vs-rest AUC over the classes present."""
+    labels = np.asarray(labels)
+    probs = np.asarray(probs, dtype=float)
+    vals = [auc(labels == k, probs[:, k]) for k in range(probs.shape[1])]
+    vals = [v for v in vals if not np.isnan(v)]
+    return float(np.mean(vals)) if vals else float("nan")
 
 
 @dataclass(frozen=True)

@@ -110,6 +110,9 @@ def train_entry(settings, entry: GridEntry, *, out: Path, truth_csv: Path | None
 
 def write_report(out: Path, rows: list[dict[str, Any]], *, grid: list[GridEntry], source: str) -> Path:
     """``out/report.json`` and ``out/report.html``: the paper's table, plus the baselines."""
+    import base64
+
+    from osteo_batch import plots
     from osteo_batch.outputs import write_private
     from osteo_batch.report import render
 
@@ -129,7 +132,12 @@ def write_report(out: Path, rows: list[dict[str, Any]], *, grid: list[GridEntry]
         "grid": [asdict(g) for g in grid],
     }
     write_private(out / "report.json", json.dumps(report, indent=2))
-    write_private(out / "report.html", render("study.html.j2", report=report))
+    curves = {}
+    for r in rows:
+        card = json.loads((out / "models" / f"{r['backbone']}-{r['strategy']}" / "card.json").read_text())
+        curves[f"{r['backbone']} {r['strategy']} ({r['auc']:.3f})"] = card["validation"]["roc"]
+    roc = "data:image/png;base64," + base64.b64encode(plots.roc_png(curves)).decode() if curves else None
+    write_private(out / "report.html", render("study.html.j2", report=report, roc=roc))
     return out / "report.json"
 
 

@@ -267,8 +267,8 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], scale: float
     return out / (out.std() + 1e-9)
 
 
-def draw_phantom(plan: ImagePlan, work: int = 384) -> tuple[np.ndarray, np.ndarray]:
-    """Return (attenuation image at full size in [0, 1], bone label mask).
+def draw_phantom(plan: ImagePlan, work: int = 384) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+    """Return (attenuation image at full size in [0, 1], bone label mask, display window (lo, hi) in [0, 1]).
 
     The anatomy is drawn on a ``work``-pixel grid and upsampled; quantum noise is
     added at full resolution. Mask labels: 1 spine, 2 ribs, 0 elsewhere.
@@ -344,7 +344,11 @@ def draw_phantom(plan: ImagePlan, work: int = 384) -> tuple[np.ndarray, np.ndarr
     exposure = rng.uniform(0.85, 1.15)
     noise = rng.normal(0, 0.012 / exposure, att_full.shape).astype(np.float32)
     img = np.clip(att_full * exposure / 1.6 + 0.05 + noise, 0.0, 1.0)
-    return img, mask_full
+    # the detector's auto-ranging window follows exposure only: a window taken from
+    # the image's own percentiles would move with bone density and leak the label
+    # into soft tissue, teaching models to look away from bone
+    window = (0.02, min(1.0, 0.05 + exposure * 1.1))
+    return img, mask_full, window
 
 
 def _resize(a: np.ndarray, rows: int, cols: int) -> np.ndarray:
@@ -362,8 +366,12 @@ def _resize_nearest(a: np.ndarray, rows: int, cols: int) -> np.ndarray:
 # ------------------------------------------------------------------- writing
 
 
-def build_dataset(plan: ImagePlan, pixels: np.ndarray):
-    """A pydicom Dataset for ``plan`` holding 12-bit ``pixels`` (uint16)."""
+def build_dataset(plan: ImagePlan, pixels: np.ndarray, window: tuple[float, float] | None = None):
+    """A pydicom Dataset for ``plan`` holding 12-bit ``pixels`` (uint16).
+
+    ``window`` is the VOI window (lower, upper) in stored pixel values; without
+    one it is taken from the pixels' 1st and 99th percentiles.
+    """
     from pydicom.dataset import FileMetaDataset, Dataset
     from pydicom.uid import (
         ExplicitVRLittleEndian,
@@ -415,7 +423,7 @@ def build_dataset(plan: ImagePlan, pixels: np.ndarray):
     ds.RescaleIntercept = 0
     ds.RescaleSlope = 1
     ds.RescaleType = "US"
-    lo, hi = np.percentile(pixels[:: 8, :: 8], [1, 99])
+    lo, hi = window if window is not None else np.percentile(pixels[::8, ::8], [1, 99])
     ds.WindowCenter = int((lo + hi) / 2)
     ds.WindowWidth = max(1, int(hi - lo))
     ds.PixelData = pixels.astype("<u2").tobytes()
@@ -427,11 +435,13 @@ def _write_one(args: tuple[ImagePlan, str, str]) -> str:
     from PIL import Image
     from pydicom.uid import JPEG2000, RLELossless
 
-    img, mask = draw_phantom(plan)
+    img, mask, (wlo, whi) = draw_phantom(plan)
     p = np.round(img * 4095).astype(np.uint16)
+    window = (wlo * 4095, whi * 4095)
     if plan.photometric == "MONOCHROME1":
         p = (4095 - p).astype(np.uint16)
-    ds = build_dataset(plan, p)
+        window = (4095 - window[1], 4095 - window[0])
+    ds = build_dataset(plan, p, window)
     if plan.storage == "rle":
         ds.compress(RLELossless, p, encoding_plugin="pylibjpeg", generate_instance_uid=False)
     elif plan.storage == "j2k":

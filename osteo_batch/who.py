@@ -16,3 +16,12 @@ def who_class(t_min: float) -> int:
     if t_min < -1.0:
         return 1
     return 0
+
+
+SITES = ("t_lumbar_spine", "t_femoral_neck", "t_total_hip")
+
+
+def min_t(row: dict, sites: tuple[str, ...] = SITES) -> float | None:
+    """The lowest T-score of a DXA row over ``sites`` (None when none was measured)."""
+    vals = [row[s] for s in sites if row.get(s) is not None]
+    return min(vals) if vals else None

@@ -1,9 +1,9 @@
 -- Eligible images paired with the same patient's nearest DXA within
--- $window_days, with the minimum T-score over the label sites and what the
--- subgroup analysis needs (age, view, modality, manufacturer).
+-- $window_days, with the DXA's T-scores (the caller takes the minimum over
+-- its label sites) and what the subgroup analysis needs.
 SELECT i.path, i.sop_instance_uid, i.patient_id, i.study_date, d.exam_date,
        i.age, i.view, i.modality, i.manufacturer,
-       least(d.t_lumbar_spine, d.t_femoral_neck, d.t_total_hip) AS t_min
+       d.t_lumbar_spine, d.t_femoral_neck, d.t_total_hip
 FROM instances AS i
 JOIN dxa AS d
   ON d.patient_id = i.patient_id

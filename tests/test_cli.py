@@ -106,3 +106,16 @@ def test_a_dxa_table_with_wrong_columns_stops_before_the_flow(tmp_path, tiny_mod
     msg = one_line_error(cli("run", "--archive", tmp_path, "--workdir", tmp_path / "w", "--model", tiny_model.model_dir,
                              "--dxa", bad))
     assert "missing column" in msg
+
+
+def test_calibrate_writes_a_new_model_version(tmp_path, cohort_dir, tiny_model):
+    out = tmp_path / "v2"
+    p = cli("calibrate", "--model", tiny_model.model_dir, "--archive", cohort_dir.archive, "--dxa", cohort_dir.dxa_csv,
+            "--workdir", tmp_path / "w", "--method", "platt", "--out", out)
+    assert p.returncode == 0, p.stderr
+    assert f"-> {out.resolve()}" in p.stdout and "ECE" in p.stdout
+    import json
+
+    card = json.loads((out / "card.json").read_text())
+    assert card["history"][-1]["event"] == "recalibrated"
+    assert card["history"][-1]["from_model_id"] == tiny_model.model_id

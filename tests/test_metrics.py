@@ -30,3 +30,10 @@ def test_bootstrap_ci_brackets_the_auc():
     a = metrics.auc(y, s)
     lo, hi = metrics.bootstrap_auc_ci(y, s, n_boot=300)
     assert lo < a < hi and hi - lo < 0.2
+
+
+def test_macro_auc_averages_one_vs_rest():
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    probs = np.eye(3)[labels] * 0.9 + 0.05
+    assert metrics.macro_auc(labels, probs) == 1.0
+    assert metrics.macro_auc(labels, probs[:, ::-1]) < 0.5

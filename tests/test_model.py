@@ -31,6 +31,10 @@ def test_model_dir_has_weights_config_and_card(tiny_model):
     assert set(card["subgroups"]) == {"age_band", "view", "modality", "manufacturer"}
     html = (d / "card.html").read_text()
     assert "random weights" in html and "DXA confirms" in html
+    assert html.count('src="data:image/png;base64,') == 2, "ROC and reliability plots, inlined"
+    assert v["macro_auc_ci95"][0] <= v["macro_auc"] <= v["macro_auc_ci95"][1]
+    assert 0 <= v["accuracy_3class"] <= 1 and 0 <= v["accuracy_at_threshold"] <= 1
+    assert v["roc"]["fpr"][0] == 0 and v["roc"]["tpr"][-1] == 1
 
 
 def test_model_id_is_a_content_hash(tiny_model, tmp_path):

@@ -47,6 +47,8 @@ def test_report_renders_in_chromium(report, chromium_path):
         headers = pg.locator("#study thead th").all_inner_texts()
         assert headers[:7] == ["Backbone", "Strategy", "AUC [95% CI]", "Sensitivity", "Specificity", "Δbone", "IoU_bone"]
         assert pg.locator("#study tbody tr").count() == 3
+        assert pg.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+        assert pg.locator("img").count() == 1
         b.close()
 
 

@@ -58,8 +58,9 @@ def test_bone_is_denser_in_the_image_when_latent_density_is_higher():
     base = synth.plan_cohort(synth.CohortSpec(min_side=256, max_side=300))[0][0]
     from dataclasses import replace
 
-    lo_img, mask = synth.draw_phantom(replace(base, z=-2.0))
-    hi_img, _ = synth.draw_phantom(replace(base, z=2.0))
+    lo_img, mask, lo_win = synth.draw_phantom(replace(base, z=-2.0))
+    hi_img, _, hi_win = synth.draw_phantom(replace(base, z=2.0))
+    assert lo_win == hi_win, "the display window must not depend on bone density"
     bone = mask > 0
     assert hi_img[bone].mean() > lo_img[bone].mean() + 0.01
     assert abs(hi_img[~bone].mean() - lo_img[~bone].mean()) < 0.01

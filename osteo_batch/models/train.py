@@ -23,13 +23,14 @@ from typing import Any
 import numpy as np
 
 from osteo_batch import metrics
+from osteo_batch.plots import roc_points
 from osteo_batch.models.backbones import get_backbone, load_backbone_weights, lora_targets
 from osteo_batch.models.model import (
     LABELS, ModelConfig, build_module, normalise, publish_model_dir, save_model_dir, staging_dir,
 )
 from osteo_batch.store import Store
 from osteo_batch.tensors import DicomDataset, Item, make_loader
-from osteo_batch.who import who_class
+from osteo_batch.who import SITES, min_t, who_class
 
 log = logging.getLogger("osteo_batch.train")
 
@@ -41,6 +42,7 @@ class TrainConfig:
     strategy: str = "lora"  # "lora", "linear" (frozen backbone) or "full"
     masks: str | None = None  # folder of <SOP Instance UID>.png bone masks, for Δbone and IoU_bone
     cache_dir: str | None = None  # decoded images kept here, shared by models trained on the same pairs
+    label_sites: tuple[str, ...] = SITES
     epochs: int = 30
     batch_size: int = 16
     lr: float = 5e-3
@@ -153,6 +155,9 @@ def train(
     import torch
     from peft import LoraConfig, get_peft_model
 
+    bad_sites = set(cfg.label_sites) - set(SITES)
+    if bad_sites or not cfg.label_sites:
+        raise TrainingDataError(f"label sites {sorted(bad_sites)}: use t_lumbar_spine, t_femoral_neck, t_total_hip")
     if cfg.strategy not in STRATEGIES:
         raise TrainingDataError(f"strategy {cfg.strategy!r}: use one of {', '.join(STRATEGIES)}")
     t0 = time.monotonic()
@@ -162,6 +167,8 @@ def train(
 
     pairs = store.rows("training_pairs", {"window_days": cfg.pair_window_days})
     unpaired = {r["reason"]: r["n"] for r in store.rows("training_unpaired", {"window_days": cfg.pair_window_days})}
+    for p in pairs:  # the label: the WHO class of the lowest T-score over the label sites
+        p["t_min"] = min_t(p, tuple(cfg.label_sites))
     pairs = [p for p in pairs if p["t_min"] is not None]
     if len(pairs) < 20:
         raise TrainingDataError(
@@ -256,7 +263,9 @@ def train(
     thr = metrics.threshold_for_sensitivity(y_bin, score, cfg.target_sensitivity)
     very_high = max(thr, metrics.threshold_for_specificity(y_bin, score, cfg.very_high_specificity))
     op = metrics.at_threshold(y_bin, score, thr)
-    macro = float(np.nanmean([metrics.auc((y_va == k).astype(int), p_va[:, k]) for k in range(3)]))
+    macro = metrics.macro_auc(y_va, p_va)
+    macro_ci = metrics.bootstrap_ci(lambda i: metrics.macro_auc(y_va[i], p_va[i]), len(y_va), pid_va, seed=cfg.seed)
+    accuracy = float((p_va.argmax(1) == y_va).mean())
     mcfg.threshold = float(thr)  # unrounded: the image that set it must stay flagged
     mcfg.bands = {"high": mcfg.threshold, "very_high": float(very_high)}
 
@@ -315,12 +324,16 @@ def train(
             "auc": round(val_auc, 4),
             "auc_ci95": [round(ci[0], 4), round(ci[1], 4)],
             "macro_auc": round(macro, 4),
+            "macro_auc_ci95": [round(macro_ci[0], 4), round(macro_ci[1], 4)],
+            "accuracy_3class": round(accuracy, 4),
+            "accuracy_at_threshold": round(float(((score >= thr) == (y_bin == 1)).mean()), 4),
             "threshold": mcfg.threshold,
             "target_sensitivity": cfg.target_sensitivity,
             "sensitivity": round(op.sensitivity, 4),
             "specificity": round(op.specificity, 4),
             "ppv": round(op.ppv, 4),
             "very_high_from": mcfg.bands["very_high"],
+            "roc": roc_points(y_bin, score),
         },
         "ceiling": {
             "auc_validation": None if ceiling_val is None else round(ceiling_val, 4),
@@ -446,9 +459,19 @@ def write_card(out: Path, card: dict, mcfg: ModelConfig) -> None:
     from osteo_batch.outputs import write_private
     from osteo_batch.report import render
 
+    import base64
+
+    from osteo_batch import plots
+
     card = _json_safe(card)
     write_private(out / "card.json", json.dumps(card, indent=2, default=str, allow_nan=False))
-    write_private(out / "card.html", render("card.html.j2", card=card, config=asdict(mcfg)))
+    figures = {}
+    if card.get("validation", {}).get("roc"):
+        figures["roc"] = plots.roc_png({card.get("strategy", "model"): card["validation"]["roc"]})
+    if card.get("calibration"):
+        figures["reliability"] = plots.reliability_png(card["calibration"]["bins"])
+    uris = {k: "data:image/png;base64," + base64.b64encode(v).decode() for k, v in figures.items()}
+    write_private(out / "card.html", render("card.html.j2", card=card, config=asdict(mcfg), figures=uris))
 
 
 def _json_safe(x):

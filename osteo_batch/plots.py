@@ -1,0 +1,63 @@
+"""Small PNG plots for cards and reports (matplotlib, Agg backend, no display).
+
+Returned as bytes so pages embed them as data URIs and stay self-contained.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+
+def roc_points(y, score) -> dict[str, list[float]]:
+    """The ROC curve as plain lists (stored on the card, plotted in reports)."""
+    y = np.asarray(y).astype(bool)
+    s = np.asarray(score, dtype=float)
+    thr = np.unique(s)[::-1]
+    tpr = [0.0] + [float((s[y] >= t).mean()) if y.any() else 0.0 for t in thr]
+    fpr = [0.0] + [float((s[~y] >= t).mean()) if (~y).any() else 0.0 for t in thr]
+    return {"fpr": fpr, "tpr": tpr}
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def roc_png(curves: dict[str, dict[str, list[float]]]) -> bytes:
+    """ROC curves, one line per named model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.2, 4))
+    for name, c in curves.items():
+        ax.plot(c["fpr"], c["tpr"], label=name, lw=1.6)
+    ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1)
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity", xlim=(0, 1), ylim=(0, 1), title="ROC, osteoporosis vs rest")
+    ax.legend(fontsize=7, loc="lower right")
+    return _png(fig)
+
+
+def reliability_png(bins: list[dict]) -> bytes:
+    """Observed frequency against mean predicted probability per bin."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = [(b["mean_predicted"], b["observed"], b["n"]) for b in bins if b["n"]]
+    fig, ax = plt.subplots(figsize=(4.2, 4))
+    if pts:
+        x, y, n = map(np.array, zip(*pts))
+        ax.scatter(x, y, s=10 + 60 * n / n.max(), zorder=3)
+        ax.plot(x, y, lw=1)
+    ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1)
+    ax.set(xlabel="predicted P(osteoporosis)", ylabel="observed share", xlim=(0, 1), ylim=(0, 1), title="Reliability")
+    return _png(fig)
