@@ -28,7 +28,7 @@ from typing import Any
 from osteo_batch.models.train import STRATEGIES, TrainConfig, TrainingDataError
 
 #: Learning rates that worked on the synthetic cohort from random weights.
-DEFAULT_LR = {"lora": 5e-3, "linear": 5e-3, "full": 1e-3}
+DEFAULT_LR = {"lora": 2e-3, "linear": 5e-3, "full": 3e-4}
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,8 @@ def load_grid(path: str | Path) -> list[GridEntry]:
 
 
 def demo_grid(epochs: int = 8) -> list[GridEntry]:
-    return [GridEntry("dinov2_tiny_demo", s, epochs=epochs) for s in STRATEGIES]
+    """The three strategies on the demo backbone; a full fine-tune from random weights gets twice the epochs."""
+    return [GridEntry("dinov2_tiny_demo", s, epochs=epochs * (2 if s == "full" else 1)) for s in STRATEGIES]
 
 
 def train_entry(settings, entry: GridEntry, *, out: Path, truth_csv: Path | None, masks: Path | None,

@@ -29,6 +29,8 @@ class BackboneSpec:
     lora_targets: tuple[str, ...] = ("qkv",)
     note: str = ""
     family: str = "timm"  # "timm" (weights: one safetensors file) or "hf" (a Hugging Face folder)
+    #: trained in full beside the LoRA adapters (the head always; random-weight demos add the patch embedding)
+    lora_modules_to_save: tuple[str, ...] = ("head",)
     hf_defaults: dict[str, Any] = field(default_factory=dict)  # HF config for random initialisation
 
 
@@ -62,8 +64,11 @@ REGISTRY: dict[str, BackboneSpec] = {
             "dinov2_tiny_demo",
             "vit_small_patch14_dinov2",
             168,
-            kwargs={"embed_dim": 192, "depth": 4, "num_heads": 3, "global_pool": "avg"},
+            # LayerScale at 1: at its 1e-5 default, random blocks (and their LoRA) are all but silent
+            kwargs={"embed_dim": 192, "depth": 4, "num_heads": 3, "global_pool": "avg", "init_values": 1.0},
             lora_targets=("qkv", "proj", "fc1", "fc2"),
+            # random weights have no features to adapt: the patch embedding learns in full
+            lora_modules_to_save=("head", "patch_embed"),
             note="DINOv2-architecture ViT cut to 4 blocks x 192 wide for CPU demos; random weights",
         ),
     )

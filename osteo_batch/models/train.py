@@ -45,7 +45,7 @@ class TrainConfig:
     label_sites: tuple[str, ...] = SITES
     epochs: int = 30
     batch_size: int = 16
-    lr: float = 5e-3
+    lr: float = 2e-3
     weight_decay: float = 1e-4
     lora_r: int = 8
     lora_alpha: int = 16
@@ -203,7 +203,7 @@ def train(
     if cfg.strategy == "lora":
         lora = LoraConfig(
             r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
-            target_modules=targets, modules_to_save=["head"],
+            target_modules=targets, modules_to_save=list(spec.lora_modules_to_save),
         )
         peft_model = get_peft_model(module, lora)
     else:  # linear probe: only the head learns; full: everything does
