@@ -47,3 +47,10 @@ def test_subgroups_count_and_score():
     g = evaluate.subgroup_auc(y, s, {"view": ["PA", "PA", "PA", "PA", "AP", "AP"]})
     assert g["view"]["PA"] == {"n": 4, "positives": 2, "auc": 1.0}
     assert g["view"]["AP"]["auc"] == 0.0
+
+
+def test_a_flat_map_is_not_counted_as_overlapping_bone():
+    bone = np.zeros((32, 32), bool)
+    bone[:, 10:16] = True
+    assert np.isnan(evaluate.iou_bone(np.zeros((32, 32)), bone))
+    assert evaluate.top_share(np.zeros((4, 4)), 0.25).sum() == 4

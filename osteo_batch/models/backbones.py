@@ -160,4 +160,6 @@ def cam_layer_and_grid(module):
     """The layer Grad-CAM reads and the patch grid its tokens fold into, for either family."""
     if hasattr(module, "cam_layer"):
         return module.cam_layer(), module.grid_size
-    return module.blocks[-1].norm1, module.patch_embed.grid_size
+    # the last block's output: at its first norm, a model whose last attention
+    # barely matters gives flat (all-zero) maps for most images
+    return module.blocks[-1], module.patch_embed.grid_size

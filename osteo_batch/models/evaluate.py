@@ -76,10 +76,11 @@ def subgroup_auc(y, score, groups: dict[str, list[str | None]]) -> dict[str, dic
 
 
 def top_share(saliency: np.ndarray, share: float) -> np.ndarray:
-    """Boolean map of the ``share`` highest-valued pixels."""
+    """Boolean map of exactly the ``share`` highest-valued pixels (ties broken by position)."""
     k = max(1, int(round(share * saliency.size)))
-    thr = np.partition(saliency.ravel(), -k)[-k]
-    return saliency >= thr
+    out = np.zeros(saliency.size, dtype=bool)
+    out[np.argsort(-saliency.ravel(), kind="stable")[:k]] = True
+    return out.reshape(saliency.shape)
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -90,7 +91,7 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 def iou_bone(saliency: np.ndarray, bone: np.ndarray) -> float:
     """IoU of the saliency map's top share (as large as the bone area) with bone."""
     bone = bone.astype(bool)
-    if not bone.any():
+    if not bone.any() or float(np.ptp(saliency)) == 0.0:  # a flat map explains nothing
         return float("nan")
     return iou(top_share(saliency, bone.mean()), bone)
 
@@ -166,6 +167,7 @@ def bone_metrics(module, config, x: np.ndarray, y_bin: np.ndarray, bones: np.nda
     d_non = base - metrics.auc(y_bin, predict(module, occ_non.astype(np.float32), config)[:, k])
     maps = cam_maps(module, config, x)
     ious = [iou_bone(m, b) for m, b in zip(maps, bones)]
+    flat = int(sum(np.isnan(v) for v in ious))
     rand = [iou_bone(random_smooth_map(b.shape, rng), b) for b in bones]
     return {
         "auc": base,
@@ -173,6 +175,7 @@ def bone_metrics(module, config, x: np.ndarray, y_bin: np.ndarray, bones: np.nda
         "delta_nonbone": float(d_non),
         "iou_bone": float(np.nanmean(ious)),
         "iou_bone_random": float(np.nanmean(rand)),
+        "flat_maps": flat,  # images whose Grad-CAM map was flat (left out of IoU_bone)
         "bone_area_share": float(bones.mean()),
         "nonbone_area_share": float(nonbones.mean()),
     }
