@@ -144,3 +144,19 @@ def test_other_families_train_merge_and_explain(backbone, tmp_path, cohort_dir):
     x = torch.rand(2, 1, m.config.img_size, m.config.img_size)
     maps = cam_maps(m.module, m.config, x)
     assert maps.shape == (2, m.config.img_size, m.config.img_size) and np.isfinite(maps).all()
+
+
+def test_register_tokens_are_dropped_before_the_heat_map():
+    """DINOv2 with 4 register tokens: 5 prefix tokens come off before tokens fold into the patch grid."""
+    import timm
+
+    from osteo_batch.explain import cam_maps
+    from osteo_batch.models.model import ModelConfig
+
+    m = timm.create_model("vit_small_patch14_reg4_dinov2", pretrained=False, img_size=56, embed_dim=48, depth=2,
+                          num_heads=2, num_classes=3, init_values=1.0)
+    assert m.num_prefix_tokens == 5
+    cfg = ModelConfig.for_backbone("dinov2_small_reg4")
+    cfg.img_size = 56
+    maps = cam_maps(m, cfg, torch.rand(2, 1, 56, 56))
+    assert maps.shape == (2, 56, 56) and np.isfinite(maps).all()
