@@ -166,7 +166,8 @@ def cmd_train(args) -> int:
     pipeline.finish_run(s, run_id, {"sweep": sw})
     cfg = TrainConfig(backbone=args.backbone, weights=str(args.weights) if args.weights else None, epochs=args.epochs,
                       seed=args.seed, workers=args.workers, strategy=args.strategy,
-                      masks=str(args.masks) if args.masks else None)
+                      masks=str(args.masks) if args.masks else None,
+                      label_sites=tuple(x.strip() for x in args.label_sites.split(",") if x.strip()))
     t0 = time.monotonic()
     with pipeline.open_store(s) as st:
         res = train(st, args.out, cfg, truth_csv=args.truth,
@@ -207,7 +208,7 @@ def cmd_demo(args) -> int:
         ns = argparse.Namespace(config=None, workdir=workdir, archive=workdir / "archive", dxa=workdir / "dxa.csv",
                                 workers=args.workers, backbone="dinov2_tiny_demo", weights=None, epochs=args.epochs,
                                 seed=0, out=model_dir, truth=workdir / "truth.csv", strategy="lora",
-                                masks=workdir / "bone_masks")
+                                masks=workdir / "bone_masks", label_sites="t_lumbar_spine,t_femoral_neck,t_total_hip")
         cmd_train(ns)
     _say("[demo] running the nightly flow ...")
     s = pipeline.load_settings(None, workdir=workdir, archive=workdir / "archive", model_dir=model_dir,
@@ -383,6 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="LoRA adapters (default), linear probe on a frozen backbone, or full fine-tune")
     t.add_argument("--masks", type=_existing("directory"),
                    help="folder of <SOP Instance UID>.png bone masks: reports Δbone and IoU_bone on the card")
+    t.add_argument("--label-sites", default="t_lumbar_spine,t_femoral_neck,t_total_hip",
+                   help="DXA sites whose minimum T-score sets the WHO label (default: all three)")
     t.add_argument("--epochs", type=int, default=20)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--workers", type=int, default=2)

@@ -119,3 +119,9 @@ def test_calibrate_writes_a_new_model_version(tmp_path, cohort_dir, tiny_model):
     card = json.loads((out / "card.json").read_text())
     assert card["history"][-1]["event"] == "recalibrated"
     assert card["history"][-1]["from_model_id"] == tiny_model.model_id
+
+
+def test_train_label_sites_are_checked(tmp_path, cohort_dir):
+    p = cli("train", "--archive", cohort_dir.archive, "--dxa", cohort_dir.dxa_csv, "--out", tmp_path / "m",
+            "--workdir", tmp_path / "w", "--label-sites", "t_wrist", "--epochs", "1")
+    assert "label sites ['t_wrist']" in one_line_error(p)
