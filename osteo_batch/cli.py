@@ -227,7 +227,7 @@ def cmd_calibrate(args) -> int:
     from osteo_batch import pipeline
     from osteo_batch.models.calibrate import recalibrate
     from osteo_batch.models.model import load_model_dir
-    from osteo_batch.models.train import _decode_cached, predict
+    from osteo_batch.models.train import decode_cached, predict
     from osteo_batch.tensors import Item
     from osteo_batch.who import min_t, who_class
 
@@ -243,7 +243,7 @@ def cmd_calibrate(args) -> int:
     if len(pairs) < 20:
         raise CliError(f"only {len(pairs)} images pair with a DXA within {args.window_days} days; 20 or more are needed")
     items = [Item(p["path"], p["sop_instance_uid"], p["patient_id"]) for p in pairs]
-    x, ok = _decode_cached(items, model.config.img_size, s.workers, str(s.workdir / "cache"))
+    x, ok = decode_cached(items, model.config.img_size, s.workers, str(s.workdir / "cache"))
     raw = predict(model.module, x, model.config)[:, model.config.labels.index(model.config.score_label)]
     y = np.array([who_class(pairs[i]["t_min"]) == 2 for i in ok], dtype=int)
     patients = np.array([pairs[i]["patient_id"] for i in ok])

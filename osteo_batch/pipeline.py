@@ -201,7 +201,7 @@ def load_dxa_stage(settings: Settings, run_id: str) -> dict[str, Any]:
 def sweep_stage(settings: Settings, run_id: str, model_id: str | None = None) -> dict[str, Any]:
     """Index the archive; statuses reflect scores from ``model_id`` (any model when None)."""
     from osteo_batch.eligibility import load_rules
-    from osteo_batch.sweep import sweep
+    from osteo_batch.sweep import by_reason, sweep
 
     if not settings.archive or not Path(settings.archive).is_dir():
         raise SettingsError(f"archive {settings.archive} is not a directory; pass --archive DIR")
@@ -215,7 +215,7 @@ def sweep_stage(settings: Settings, run_id: str, model_id: str | None = None) ->
         "vanished": res.vanished,
         "unreadable_dirs": res.unreadable_dirs,
         "by_status": res.counts,
-        "by_reason": {(r["reason"] or r["status"]): r["n"] for r in reasons},
+        "by_reason": by_reason(reasons),
         "conserved": res.conserved(),
     }
 
@@ -326,16 +326,12 @@ def run_nightly(
 
 def instance_counts(settings: Settings) -> dict[str, Any]:
     """Files by status and by reason, as the store holds them now (read-only)."""
+    from osteo_batch.sweep import by_reason, by_status
+
     with open_store(settings, read_only=True) as st:
         rows = st.rows("status_counts")
-    by_status: dict[str, int] = {}
-    for r in rows:
-        by_status[r["status"]] = by_status.get(r["status"], 0) + r["n"]
-    return {
-        "files": sum(by_status.values()),
-        "by_status": by_status,
-        "by_reason": {(r["reason"] or r["status"]): r["n"] for r in rows},
-    }
+    counts = by_status(rows)
+    return {"files": sum(counts.values()), "by_status": counts, "by_reason": by_reason(rows)}
 
 
 #: The nightly stages in order: archive -> instances -> scores -> explanations -> worklist.

@@ -122,12 +122,25 @@ def apply_rules(store: Store, rules: Rules) -> int:
     return len(paths)
 
 
-def resolve_status(store: Store, model_id: str | None) -> dict[str, int]:
-    store.run("resolve_status", {"model_id": model_id})
+STATUSES = ("scored", "ineligible", "duplicate", "rejected", "pending")
+
+
+def by_status(rows: list[dict]) -> dict[str, int]:
+    """Files per status from ``sql/status_counts.sql`` rows (status, reason, n)."""
     counts: dict[str, int] = {}
-    for r in store.rows("status_counts"):
+    for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + r["n"]
     return counts
+
+
+def by_reason(rows: list[dict]) -> dict[str, int]:
+    """Files per reason (per status for scored files, which have none) from the same rows."""
+    return {(r["reason"] or r["status"]): r["n"] for r in rows}
+
+
+def resolve_status(store: Store, model_id: str | None) -> dict[str, int]:
+    store.run("resolve_status", {"model_id": model_id})
+    return by_status(store.rows("status_counts"))
 
 
 def sweep(

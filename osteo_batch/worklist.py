@@ -19,6 +19,7 @@ from osteo_batch.models.model import risk_band
 from osteo_batch.outputs import write_private
 from osteo_batch.reasons import DESCRIPTIONS
 from osteo_batch.report import data_uri_png, render
+from osteo_batch.sweep import STATUSES, by_status
 
 
 @dataclass
@@ -108,7 +109,7 @@ def write_worklist(
         below=below,
         counts=counts,
         total_files=sum(c["n"] for c in counts),
-        by_status=_by_status(counts),
+        by_status={**dict.fromkeys(STATUSES, 0), **by_status(counts)},
         reasons=DESCRIPTIONS,
         dxa_lookback_days=dxa_lookback_days,
         card=model_card or {},
@@ -122,9 +123,3 @@ def write_worklist(
         )
     return WorklistResult(path, len(rows), excluded, below)
 
-
-def _by_status(counts: list[dict]) -> dict[str, int]:
-    out = {k: 0 for k in ("scored", "ineligible", "duplicate", "rejected", "pending")}
-    for c in counts:
-        out[c["status"]] = out.get(c["status"], 0) + c["n"]
-    return out

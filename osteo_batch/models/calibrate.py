@@ -112,10 +112,9 @@ def recalibrate(model_dir: Path, out: Path, p: np.ndarray, y: np.ndarray, patien
         "specificity": round(op.specificity, 4),
     }
     card = dict(old_card)
-    card["history"] = list(old_card.get("history", [])) + [
-        {"model_id": old_card.get("model_id"), "created": old_card.get("created"), "event": "trained"}
-    ] if not old_card.get("history") else list(old_card["history"])
-    card["history"].append({**entry, "event": "recalibrated"})
+    # a first recalibration starts the history with the trained model it came from
+    trained = {"model_id": old_card.get("model_id"), "created": old_card.get("created"), "event": "trained"}
+    card["history"] = list(old_card.get("history") or [trained]) + [{**entry, "event": "recalibrated"}]
     card.update({"model_id": model_id, "created": entry["created"], "site_calibration": entry})
     card["validation"] = {**card.get("validation", {}), "threshold": float(thr), "sensitivity": entry["sensitivity"],
                           "specificity": entry["specificity"]}

@@ -98,7 +98,7 @@ def _decode_all(items: list[Item], img_size: int, workers: int) -> tuple[np.ndar
     return torch.cat(xs).numpy(), keep
 
 
-def _decode_cached(items: list[Item], img_size: int, workers: int, cache_dir: str | None):
+def decode_cached(items: list[Item], img_size: int, workers: int, cache_dir: str | None):
     """:func:`_decode_all`, kept in ``cache_dir`` keyed by the files and the size (0600)."""
     if not cache_dir:
         return _decode_all(items, img_size, workers)
@@ -180,7 +180,7 @@ def train(
     val_patients = split_by_patient(patients, labels, cfg.val_fraction, cfg.seed)
     items = [Item(p["path"], p["sop_instance_uid"], p["patient_id"]) for p in pairs]
 
-    x_all, ok = _decode_cached(items, spec.img_size, cfg.workers, cfg.cache_dir)
+    x_all, ok = decode_cached(items, spec.img_size, cfg.workers, cfg.cache_dir)
     y_all = np.array([labels[i] for i in ok])
     pid_all = np.array([patients[i] for i in ok])
     is_val = np.array([p in val_patients for p in pid_all])
