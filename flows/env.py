@@ -16,6 +16,9 @@ OFFLINE_DEFAULTS = {
     "DO_NOT_TRACK": "1",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     "PREFECT_UI_ENABLED": "false",
+    # the library's own loggers (per-shard progress) in the flow run's logs
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "osteo_batch",
+    "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",  # library calls outside a flow run
     # nothing may download weights at run time
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",

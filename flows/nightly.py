@@ -38,9 +38,100 @@ def sweep(settings: Settings, run_id: str, model_id: str | None) -> dict[str, An
     return pipeline.sweep_stage(settings, run_id, model_id)
 
 
-@task(name="score-shard", task_run_name="score-{run_id}-shard-{shard}-of-{n_shards}")
-def score(settings: Settings, run_id: str, shard: int = 0, n_shards: int = 1) -> dict[str, Any]:
-    return pipeline.score_stage(settings, run_id, shard=shard, n_shards=n_shards)
+@task(name="score", task_run_name="score-{run_id}")
+def score(settings: Settings, run_id: str) -> dict[str, Any]:
+    """Plan, shards on this machine (one process per GPU when several), load."""
+    return pipeline.score_stage(settings, run_id)
+
+
+@task(name="score-plan", retries=2, retry_delay_seconds=5, retry_condition_fn=_worth_retrying,
+      task_run_name="score-plan-{run_id}")
+def score_plan(settings: Settings, run_id: str) -> dict[str, Any]:
+    return pipeline.plan_stage(settings, run_id)
+
+
+@task(name="score-shard", task_run_name="score-{run_id}-shard-{shard}")
+def score_shard(settings: Settings, run_id: str, plan: dict[str, Any], shard: int) -> dict[str, Any]:
+    return pipeline.shard_stage(settings, run_id, plan, shard)
+
+
+@task(name="score-load", retries=2, retry_delay_seconds=5, retry_condition_fn=_worth_retrying,
+      task_run_name="score-load-{run_id}")
+def score_load(settings: Settings, run_id: str, shards: list[dict[str, Any]]) -> dict[str, Any]:
+    return pipeline.load_stage(settings, run_id, shards)
+
+
+def score_distributed(settings: Settings, run_id: str) -> dict[str, Any]:
+    """The score stage as one task per shard, on whatever task runner the flow has (Ray).
+
+    Each shard task asks for one GPU when the device is CUDA, so Ray places
+    one shard per GPU across the cluster. Shards write Parquet parts only;
+    the load task is the single writer.
+    """
+    import time
+
+    t0 = time.monotonic()
+    planned = score_plan(settings, run_id)
+    plan = planned["plan"]
+    log = get_run_logger()
+    log.info("score: %d pending images in %d shards %s", sum(plan["sizes"]), plan["n_shards"], plan["sizes"])
+    if settings.device.startswith("cuda"):
+        from prefect_ray.context import remote_options
+
+        with remote_options(num_gpus=1):
+            futures = [score_shard.submit(settings, run_id, plan, i) for i in range(plan["n_shards"])]
+    else:
+        futures = [score_shard.submit(settings, run_id, plan, i) for i in range(plan["n_shards"])]
+    shards = []
+    for f in futures:
+        out = f.result()
+        log.info("score shard %d/%d: %d scored, %d rejected in %.1f s on %s", out["shard"] + 1, out["n_shards"],
+                 out["scored"], out["rejected"], out["seconds"], out["device"])
+        shards.append(out)
+    loaded = score_load(settings, run_id, shards)
+    return {"pending": sum(plan["sizes"]), "n_shards": plan["n_shards"],
+            "recovered_from_earlier_parts": planned["recovered_from_earlier_parts"], **loaded,
+            "seconds": round(time.monotonic() - t0, 2)}
+
+
+def score_on_work_pool(settings: Settings, run_id: str, deployment: str) -> dict[str, Any]:
+    """The score stage with each shard a run of the ``score_shard`` deployment (a work pool's workers).
+
+    All shard runs start at once; the pool's workers (one per GPU machine)
+    take them. Parts of shards that failed stay on disk and are loaded; the
+    images they did not reach are scored by the next run.
+    """
+    import time
+
+    from prefect import get_client
+    from prefect.deployments import run_deployment
+
+    t0 = time.monotonic()
+    planned = score_plan(settings, run_id)
+    plan = planned["plan"]
+    log = get_run_logger()
+    runs = [run_deployment(deployment, parameters={"settings": settings.to_json(), "run_id": run_id, "plan": plan,
+                                                   "shard": i}, timeout=0)
+            for i in range(plan["n_shards"])]
+    log.info("score: %d pending images in %d shard runs of %s", sum(plan["sizes"]), len(runs), deployment)
+    failed = []
+    with get_client(sync_client=True) as client:
+        for i, r in enumerate(runs):
+            while True:  # a backlog shard may take days; poll gently
+                state = client.read_flow_run(r.id).state
+                if state is not None and state.is_final():
+                    break
+                time.sleep(2)
+            log.info("score shard %d/%d: %s", i + 1, len(runs), state.type.value)
+            if not state.is_completed():
+                failed.append(i)
+    loaded = score_load(settings, run_id, [])
+    if failed:
+        raise RuntimeError(f"score shards {failed} of {len(runs)} did not complete (see their flow runs); "
+                           "their finished parts are loaded and the next run scores the rest")
+    return {"pending": sum(plan["sizes"]), "n_shards": plan["n_shards"],
+            "recovered_from_earlier_parts": planned["recovered_from_earlier_parts"], **loaded,
+            "seconds": round(time.monotonic() - t0, 2)}
 
 
 @task(name="explain", task_run_name="explain-{run_id}")
@@ -90,12 +181,26 @@ def nightly_screening(
     workers: int | None = None,
     batch_size: int | None = None,
     device: str | None = None,
+    shards: int | None = None,
+    distributed: bool = False,
+    shard_deployment: str | None = None,
 ) -> dict[str, Any]:
-    """Sweep the archive, score what is new, explain the flagged, write the worklist."""
+    """Sweep the archive, score what is new, explain the flagged, write the worklist.
+
+    ``distributed``: run each score shard as its own task on the flow's task
+    runner (give the flow a ``RayTaskRunner``, see :func:`with_ray`);
+    ``shard_deployment``: run each shard as a run of that ``score_shard``
+    deployment on a work pool (``flows/shard.py``); otherwise the shards run on
+    this machine, one process per GPU.
+    """
     log = get_run_logger()
     settings = pipeline.load_settings(config, workdir=workdir, archive=archive, model_dir=model_dir, dxa_csv=dxa_csv,
-                                      workers=workers, batch_size=batch_size, device=device)
-    tasks = {"dxa": load_dxa, "sweep": sweep, "score": score, "explain": explain, "worklist": worklist}
+                                      workers=workers, batch_size=batch_size, device=device, shards=shards)
+    if shard_deployment:
+        score_fn = lambda s, r: score_on_work_pool(s, r, shard_deployment)  # noqa: E731
+    else:
+        score_fn = score_distributed if distributed else score
+    tasks = {"dxa": load_dxa, "sweep": sweep, "score": score_fn, "explain": explain, "worklist": worklist}
     summary = pipeline.run_nightly(
         settings, run_id or pipeline.new_run_id(), stages=tasks,
         on_stage=lambda name, out: log.info("%s: %s", name, _counts(out)),
@@ -110,11 +215,26 @@ def _counts(out: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in out.items() if isinstance(v, (int, float, dict)) and k != "worklist"}
 
 
+def with_ray(address: str | None = None, **init_kwargs: Any):
+    """The flow on a Ray cluster (``address`` like ``ray://head:10001``; None starts a local one)."""
+    from prefect_ray import RayTaskRunner
+
+    return nightly_screening.with_options(task_runner=RayTaskRunner(address=address, init_kwargs=init_kwargs or None))
+
+
 def serve(archive: str, workdir: str, *, cron: str, model_dir: str | None = None, dxa_csv: str | None = None,
           config: str | None = None) -> None:
-    """Serve the flow as a deployment on a cron schedule (needs `prefect server start`)."""
+    """Serve the flow as a deployment on a cron schedule (needs `prefect server start`).
+
+    At most one run at a time: a run that comes due while another is still
+    going is cancelled by Prefect (collision strategy CANCEL_NEW), and the
+    work folder's run lock refuses any other run started by hand.
+    """
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+
     nightly_screening.serve(
         name="nightly",
         cron=cron,
+        global_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
         parameters={"archive": archive, "workdir": workdir, "model_dir": model_dir, "dxa_csv": dxa_csv, "config": config},
     )

@@ -71,24 +71,33 @@ def cmd_sweep(args) -> int:
     return 0
 
 
-def _run_flow(settings, *, use_prefect: bool) -> dict:
+def _run_flow(settings, *, use_prefect: bool, ray: str | None = None, shard_deployment: str | None = None) -> dict:
     from osteo_batch import pipeline
+
+    from osteo_batch.progress import bars
 
     run_id = pipeline.new_run_id()
     if not use_prefect:
-        return pipeline.run_nightly(settings, run_id, on_stage=lambda n, o: _say(f"[{n}] done in {o.get('seconds')} s"))
+        if ray is not None or shard_deployment:
+            raise CliError("--ray and --shard-deployment need Prefect (drop --no-prefect)")
+        with bars():
+            return pipeline.run_nightly(settings, run_id,
+                                        on_stage=lambda n, o: _say(f"[{n}] done in {o.get('seconds')} s"))
     from flows import env
 
     env.configure(settings.workdir)
-    from flows.nightly import nightly_screening
+    from flows import nightly
 
-    return nightly_screening(
-        archive=str(settings.archive), workdir=str(settings.workdir),
-        model_dir=str(settings.model_dir) if settings.model_dir else None,
-        dxa_csv=str(settings.dxa_csv) if settings.dxa_csv else None,
-        config=str(settings.config_file) if settings.config_file else None,
-        run_id=run_id, workers=settings.workers, batch_size=settings.batch_size, device=settings.device,
-    )
+    flow = nightly.nightly_screening if ray is None else nightly.with_ray(None if ray == "local" else ray)
+    with bars():
+        return flow(
+            archive=str(settings.archive), workdir=str(settings.workdir),
+            model_dir=str(settings.model_dir) if settings.model_dir else None,
+            dxa_csv=str(settings.dxa_csv) if settings.dxa_csv else None,
+            config=str(settings.config_file) if settings.config_file else None,
+            run_id=run_id, workers=settings.workers, batch_size=settings.batch_size, device=settings.device,
+            shards=settings.shards, distributed=ray is not None, shard_deployment=shard_deployment,
+        )
 
 
 def _print_run(summary: dict) -> None:
@@ -105,7 +114,8 @@ def cmd_run(args) -> int:
 
     s = pipeline.load_settings(
         args.config, workdir=args.workdir, archive=args.archive, model_dir=args.model, dxa_csv=args.dxa,
-        workers=args.workers, batch_size=args.batch_size, device=args.device,
+        workers=args.workers, batch_size=args.batch_size, device=args.device, shards=args.shards,
+        compile=args.compile or None,
     )
     s.resolved_model_dir()  # fail early, with the fix, if there is no model
     s.check_device()
@@ -113,7 +123,9 @@ def cmd_run(args) -> int:
         from osteo_batch.dxa import parse_dxa_csv
 
         parse_dxa_csv(s.dxa_csv)  # a malformed table is a one-line error before the flow starts
-    _print_run(_run_flow(s, use_prefect=not args.no_prefect))
+    if args.ray and args.shard_deployment:
+        raise CliError("use --ray or --shard-deployment, not both")
+    _print_run(_run_flow(s, use_prefect=not args.no_prefect, ray=args.ray, shard_deployment=args.shard_deployment))
     return 0
 
 
@@ -313,6 +325,21 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_deploy_shards(args) -> int:
+    from flows import env
+
+    env.configure(None)
+    from flows.shard import score_shard_flow
+
+    repo = Path(__file__).resolve().parents[1]
+    dep_id = score_shard_flow.from_source(source=str(repo), entrypoint="flows/shard.py:score_shard_flow").deploy(
+        name=args.name, work_pool_name=args.pool, print_next_steps=False)
+    print(f"deployment score_shard/{args.name} on work pool {args.pool!r} ({dep_id}); start "
+          f"`prefect worker start --pool {args.pool} --limit 1` on each GPU machine, then "
+          f"`osteo-batch run ... --shard-deployment score_shard/{args.name}`")
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -358,8 +385,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dxa", type=_existing("file"), help="DXA table (CSV) to load; later runs keep it")
     r.add_argument("--config", type=_existing("file"), help="TOML with [run] settings and/or [[rule]] eligibility rules")
     r.add_argument("--workers", type=int, default=None, help="decode worker processes (default: 2)")
-    r.add_argument("--batch-size", type=int, default=None, help="images per batch (default: 16)")
+    r.add_argument("--batch-size", type=int, default=None,
+                   help="images per batch (default: 16 on CPU, 128 on CUDA, halved when memory runs out)")
     r.add_argument("--device", default=None, help="torch device: cpu (default), cuda, cuda:1 ...")
+    r.add_argument("--shards", type=int, default=None,
+                   help="split scoring into N shards, one process each (0: one per visible GPU; default: 1)")
+    r.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="run each shard as a task on a Ray cluster (ray://HEAD:10001; no address: a local cluster)")
+    r.add_argument("--shard-deployment", metavar="FLOW/DEPLOYMENT",
+                   help="run each shard as a run of this score_shard deployment on a Prefect work pool")
+    r.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA; slow start, faster backlog)")
     r.add_argument("--no-prefect", action="store_true", help="run the stages in-process without Prefect")
     r.set_defaults(fn=cmd_run)
 
@@ -427,6 +462,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--dxa", type=_existing("file"))
     v.add_argument("--config", type=_existing("file"))
     v.set_defaults(fn=cmd_serve)
+
+    ds = sub.add_parser("deploy-shards", help="deploy the score_shard flow to a Prefect work pool (needs a Prefect server)")
+    ds.add_argument("--pool", required=True, help="work pool name (create it with `prefect work-pool create NAME --type process`)")
+    ds.add_argument("--name", default="gpu", help="deployment name (default: gpu)")
+    ds.set_defaults(fn=cmd_deploy_shards)
     return p
 
 

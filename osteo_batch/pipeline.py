@@ -58,10 +58,13 @@ class Settings:
     dxa_csv: Path | None = None
     rules_file: Path | None = None
     config_file: Path | None = None
-    batch_size: int = 16
+    batch_size: int | None = None  # None: tuned to the device (scoring.DEFAULT_BATCH)
     workers: int = 2
     device: str = "cpu"
     precision: str = "auto"
+    shards: int = 1  # shards of the pending images; 0: one per visible GPU
+    compile: bool = False  # torch.compile the model for scoring
+    commit_every: int = 1024  # images per score part file
     threshold: float | None = None  # overrides the model's threshold when set
     dxa_lookback_days: int = 730
     store_wait_s: float = 60.0
@@ -89,6 +92,31 @@ class Settings:
         elif self.device != "cpu":
             raise SettingsError(f"device {self.device!r}: use cpu, cuda or cuda:N")
 
+    def n_shards(self) -> int:
+        """Shards to split the pending images into (0 means one per visible GPU)."""
+        if self.shards:
+            return self.shards
+        if self.device.startswith("cuda"):
+            import torch
+
+            return max(1, torch.cuda.device_count())
+        return 1
+
+    def shard_device(self, shard: int) -> str:
+        """The device shard ``shard`` runs on when the shards share this machine."""
+        if self.device == "cuda":
+            import torch
+
+            n = torch.cuda.device_count()
+            return f"cuda:{shard % n}" if n > 1 else "cuda"
+        return self.device
+
+    def score_options(self, device: str | None = None):
+        from osteo_batch.scoring import ScoreOptions
+
+        return ScoreOptions(batch_size=self.batch_size, workers=self.workers, device=device or self.device,
+                            precision=self.precision, compile=self.compile, commit_every=self.commit_every)
+
     def to_json(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
 
@@ -99,7 +127,7 @@ class Settings:
 
 _PATH_KEYS = {"workdir", "archive", "model_dir", "dxa_csv", "rules_file", "config_file"}
 _RUN_KEYS = {"batch_size": int, "workers": int, "device": str, "precision": str, "threshold": float,
-             "dxa_lookback_days": int, "store_wait_s": float}
+             "dxa_lookback_days": int, "store_wait_s": float, "shards": int, "compile": bool, "commit_every": int}
 
 
 def load_settings(config: str | os.PathLike | None, **overrides: Any) -> Settings:
@@ -133,8 +161,8 @@ def load_settings(config: str | os.PathLike | None, **overrides: Any) -> Setting
     if rules_file and "rules_file" not in values:
         values["rules_file"] = rules_file
     s = Settings(**values)
-    if s.batch_size < 1 or s.workers < 0:
-        raise SettingsError("batch_size must be >= 1 and workers >= 0")
+    if (s.batch_size is not None and s.batch_size < 1) or s.workers < 0 or s.shards < 0 or s.commit_every < 1:
+        raise SettingsError("batch_size and commit_every must be >= 1, workers and shards >= 0")
     return s
 
 
@@ -220,32 +248,103 @@ def sweep_stage(settings: Settings, run_id: str, model_id: str | None = None) ->
     }
 
 
-@_timed
-def score_stage(settings: Settings, run_id: str, *, shard: int = 0, n_shards: int = 1) -> dict[str, Any]:
-    """Score pending images (this shard's share) and load the result into the store."""
-    from osteo_batch.models.model import load_model_dir
-    from osteo_batch.scoring import ScoreOptions, load_orphan_shards, load_shards, score_shard
-    from osteo_batch.sweep import resolve_status
-    from osteo_batch.tensors import Item
+def plan_stage(settings: Settings, run_id: str) -> dict[str, Any]:
+    """Load score files left by earlier runs, then write this run's shard plan.
 
-    settings.check_device()
-    model = load_model_dir(settings.resolved_model_dir(), device=settings.device)
+    Returns the plan as JSON-able data (a file path in the work folder and
+    shard sizes, no patient data), for the shard stages wherever they run.
+    """
+    from dataclasses import asdict
+
+    from osteo_batch.models.model import compute_model_id, read_config
+    from osteo_batch.scoring import load_scores, plan, remove_stale_temporaries
+    from osteo_batch.sweep import resolve_status
+
+    mdir = settings.resolved_model_dir()
+    model_id = compute_model_id(mdir / "model.safetensors", read_config(mdir))
+    scores_dir = settings.workdir / "scores"
     with open_store(settings) as st:
-        # shards scored by an earlier run that could not load them (the store was held)
-        recovered = load_orphan_shards(st, settings.workdir / "scores")
-        if recovered:
-            resolve_status(st, model.model_id)
-        pending = [Item(r["path"], r["sop_instance_uid"], r["patient_id"]) for r in st.rows("pending_instances")]
-    opts = ScoreOptions(batch_size=settings.batch_size, workers=settings.workers, device=settings.device,
-                        precision=settings.precision)
-    res = score_shard(model, pending, out_dir=settings.workdir / "scores", run_id=run_id, shard=shard,
-                      n_shards=n_shards, opts=opts)
+        remove_stale_temporaries(scores_dir)
+        earlier = load_scores(st, scores_dir)  # parts a killed or held run wrote but never loaded
+        if earlier.files:
+            resolve_status(st, model_id)
+        p = plan(st, scores_dir, run_id, settings.n_shards())
+    return {"plan": asdict(p), "recovered_from_earlier_parts": earlier.scored}
+
+
+def shard_stage(settings: Settings, run_id: str, plan: dict[str, Any], shard: int, *,
+                device: str | None = None) -> dict[str, Any]:
+    """Score one shard of the plan on one device; writes Parquet parts only, never the store.
+
+    This is what one process, one GPU or one Ray task runs.
+    """
+    from osteo_batch.models.model import load_model_dir
+    from osteo_batch.progress import ProgressLog
+    from osteo_batch.scoring import ScorePlan, plan_items, score_shard
+
+    p = ScorePlan(**{**plan, "sizes": tuple(plan["sizes"])})
+    device = device or settings.device
+    if device.startswith("cuda") or settings.device.startswith("cuda"):
+        settings.check_device()
+    model = load_model_dir(settings.resolved_model_dir(), device=device)
+    items = plan_items(p, shard)
+    label = f"scoring shard {shard + 1}/{p.n_shards}" if p.n_shards > 1 else "scoring"
+    res = score_shard(model, items, out_dir=settings.workdir / "scores", run_id=run_id, shard=shard,
+                      n_shards=p.n_shards, opts=settings.score_options(device),
+                      progress=ProgressLog(label, len(items), unit="images"))
+    return {**res.counts(), "device": device}
+
+
+def _shard_process(settings_json: dict[str, Any], run_id: str, plan: dict[str, Any], shard: int, device: str):
+    return shard_stage(Settings.from_json(settings_json), run_id, plan, shard, device=device)
+
+
+def run_shards_here(settings: Settings, run_id: str, plan: dict[str, Any]) -> list[dict[str, Any]]:
+    """Run the plan's shards on this machine: in this process when there is one, else one process each.
+
+    Several shards here means several GPUs (``--shards 0`` or ``--shards N``
+    with ``--device cuda``): each shard gets its own process and device, so
+    no two share a CUDA context or a Python interpreter. A shard that fails
+    keeps the parts it finished; the next run scores only the rest.
+    """
+    n = plan["n_shards"]
+    if n == 1:
+        return [shard_stage(settings, run_id, plan, 0)]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from osteo_batch.workers import watch_parent
+
+    with ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=watch_parent, initargs=(os.getpid(),)) as pool:
+        futures = [pool.submit(_shard_process, settings.to_json(), run_id, plan, i, settings.shard_device(i))
+                   for i in range(n)]
+        return [f.result() for f in futures]
+
+
+def load_stage(settings: Settings, run_id: str, shards: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The single writer: load every score part not yet in the store, then update statuses."""
+    from osteo_batch.models.model import compute_model_id, read_config
+    from osteo_batch.scoring import load_scores
+    from osteo_batch.sweep import resolve_status
+
+    mdir = settings.resolved_model_dir()
+    model_id = compute_model_id(mdir / "model.safetensors", read_config(mdir))
     with open_store(settings) as st:
-        added = load_shards(st, [res])
-        counts = resolve_status(st, model.model_id)
-    return {"pending": len(pending), "scored": added, "recovered_from_earlier_shards": recovered,
-            "decode_rejected": len(res.rejected),
-            "by_status": counts, "model_id": model.model_id}
+        res = load_scores(st, settings.workdir / "scores")
+        counts = resolve_status(st, model_id)
+    return {"files_loaded": res.files, "scored": res.scored, "decode_rejected": res.rejected,
+            "by_status": counts, "model_id": model_id, "shards": shards or []}
+
+
+@_timed
+def score_stage(settings: Settings, run_id: str) -> dict[str, Any]:
+    """Score pending images: plan the shards, run them on this machine, load the results."""
+    planned = plan_stage(settings, run_id)
+    shards = run_shards_here(settings, run_id, planned["plan"])
+    loaded = load_stage(settings, run_id, shards)
+    return {"pending": sum(planned["plan"]["sizes"]), "n_shards": planned["plan"]["n_shards"],
+            "recovered_from_earlier_parts": planned["recovered_from_earlier_parts"], **loaded}
 
 
 @_timed
@@ -304,8 +403,15 @@ def run_nightly(
     tasks here, so the sequence is written once); ``on_stage`` sees each
     stage's summary as it completes.
     """
-    fns = {**STAGES, **(stages or {})}
+    from osteo_batch import runlock
+
     run_id = run_id or new_run_id()
+    with runlock.hold(settings.workdir, run_id):
+        return _run_nightly_locked(settings, run_id, stages, on_stage)
+
+
+def _run_nightly_locked(settings, run_id, stages, on_stage) -> dict[str, Any]:
+    fns = {**STAGES, **(stages or {})}
     meta = start_run(settings, run_id)
     summary: dict[str, Any] = dict(meta)
     try:

@@ -1,14 +1,26 @@
-"""Scoring: pending images through the model in batches, to Parquet, then into the store.
+"""Scoring: pending images through the model in shards, to Parquet, then into the store.
 
-Why Parquet first: a shard (one process, one GPU, one machine) writes its own
-Parquet file, to a temporary name renamed when complete, and touches nothing
-else. One writer then loads the shard files into DuckDB. That keeps the store
-single-writer however many shards run, and leaves an exchange file per shard
-under ``scores/run_date=YYYY-MM-DD/`` for other tools.
+The unit of work is a shard: a deterministic share of the pending images (a
+hash of the SOP Instance UID picks shard i of n, :func:`osteo_batch.tensors.shard_of`).
+A shard runs in one process on one device, reads its share from the run's
+plan (a Parquet file, so a shard on another machine needs no database), and
+writes Parquet part files, one per batch group of ``commit_every`` images,
+each to a temporary name renamed when complete. It never touches DuckDB.
+
+One writer (:func:`load_scores`) then loads every part file not yet loaded
+into the store, in one transaction with the record that it did. So:
+
+- killed at any point, a run loses at most its unfinished batch group; the
+  next run loads the parts already on disk and scores only the rest, so every
+  image is scored exactly once (``scores`` also keys on image and model);
+- shards on several GPUs or machines never contend for the store;
+- the part files under ``scores/run_date=YYYY-MM-DD/`` are the exchange format.
 
 The device path is the same on CPU and CUDA: on CUDA the batches come through
 pinned memory with non-blocking copies and the forward runs under bf16
-autocast; on CPU autocast is off by default (set ``precision="bf16"`` to use it).
+autocast (optionally compiled); on CPU autocast is off by default. When the
+accelerator runs out of memory the batch is split in halves and scoring goes
+on at the smaller size.
 """
 
 from __future__ import annotations
@@ -16,8 +28,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from osteo_batch.models import calibrate
 from osteo_batch.models.model import LoadedModel, normalise
@@ -25,26 +39,198 @@ from osteo_batch.tensors import DicomDataset, Item, make_loader, shard_of
 
 log = logging.getLogger("osteo_batch.scoring")
 
+#: batch sizes when none is given: a CPU gains nothing past a few images per
+#: forward, a GPU needs many to fill (and halves on out-of-memory).
+DEFAULT_BATCH = {"cpu": 16, "cuda": 128}
+
 
 @dataclass(frozen=True)
 class ScoreOptions:
-    batch_size: int = 16
+    batch_size: int | None = None  # None: DEFAULT_BATCH for the device
     workers: int = 2
     device: str = "cpu"
     precision: str = "auto"  # "auto" (bf16 on CUDA, fp32 on CPU), "fp32", "bf16"
+    compile: bool = False  # torch.compile the model (CUDA; minutes of warm-up, worth it for big backlogs)
+    commit_every: int = 1024  # images per part file: what a crash can cost at most
+    prefetch: int = 4  # batches each worker decodes ahead
+
+    def resolved_batch_size(self) -> int:
+        return self.batch_size or DEFAULT_BATCH["cuda" if self.device.startswith("cuda") else "cpu"]
+
+
+@dataclass(frozen=True)
+class ScorePlan:
+    """The pending images of one run, split into shards, in a Parquet file."""
+
+    path: str
+    run_id: str
+    n_shards: int
+    sizes: tuple[int, ...]
+
+    @property
+    def total(self) -> int:
+        return sum(self.sizes)
 
 
 @dataclass
 class ShardResult:
     shard: int
     n_shards: int
-    parquet: str | None
-    scored: int
-    rejected: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    parts: list[str] = field(default_factory=list)
+    scored: int = 0
+    rejected: int = 0
+    seconds: float = 0.0
+    micro_batch: int | None = None  # set when out-of-memory forced a smaller batch
+
+    def counts(self) -> dict:
+        return {"shard": self.shard, "n_shards": self.n_shards, "parts": len(self.parts), "scored": self.scored,
+                "rejected": self.rejected, "seconds": round(self.seconds, 2), "micro_batch": self.micro_batch}
 
 
 def shard_items(items: list[Item], shard: int, n_shards: int) -> list[Item]:
     return [it for it in items if shard_of(it.sop_instance_uid, n_shards) == shard]
+
+
+# ------------------------------------------------------------------ plan
+
+
+def plan(store, scores_dir: str | os.PathLike, run_id: str, n_shards: int = 1) -> ScorePlan:
+    """Write the run's pending images, each with its shard, to ``scores/plans/<run_id>.parquet``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from osteo_batch.outputs import private_dir
+
+    rows = store.rows("pending_instances")
+    shards = [shard_of(r["sop_instance_uid"], n_shards) for r in rows]
+    table = pa.table({
+        "path": pa.array([r["path"] for r in rows], pa.string()),
+        "sop_instance_uid": pa.array([r["sop_instance_uid"] for r in rows], pa.string()),
+        "patient_id": pa.array([r["patient_id"] for r in rows], pa.string()),
+        "shard": pa.array(shards, pa.int32()),
+    })
+    final = private_dir(Path(scores_dir) / "plans") / f"{run_id}.parquet"
+    _write_atomic(table, final)
+    sizes = [0] * n_shards
+    for s in shards:
+        sizes[s] += 1
+    return ScorePlan(str(final), run_id, n_shards, tuple(sizes))
+
+
+def plan_items(plan_: ScorePlan, shard: int) -> list[Item]:
+    """This shard's images, in the plan's order."""
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(plan_.path, filters=[("shard", "=", shard)], columns=["path", "sop_instance_uid", "patient_id"])
+    return [Item(p, u, pid) for p, u, pid in zip(*(t.column(c).to_pylist() for c in t.column_names))]
+
+
+def _write_atomic(table, final: Path) -> None:
+    import pyarrow.parquet as pq
+
+    tmp = final.with_name(final.name + ".tmp")
+    pq.write_table(table, tmp)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, final)  # readers never see half a file
+
+
+# ------------------------------------------------------------------ one shard
+
+
+class _Parts:
+    """Rows of the current batch group; ``flush`` writes them as one part file."""
+
+    def __init__(self, out_dir: Path, run_id: str, shard: int, n_shards: int, model_id: str):
+        self.out_dir, self.run_id, self.model_id = out_dir, run_id, model_id
+        self.stem = f"{run_id}-shard-{shard:04d}-of-{n_shards:04d}"
+        self.rows: dict[str, list] = {k: [] for k in ("sop_instance_uid", "patient_id", "score", "path", "decode_reason")}
+        self.files: list[str] = []
+
+    def add_score(self, item: Item, score: float) -> None:
+        for k, v in zip(self.rows, (item.sop_instance_uid, item.patient_id, score, None, None)):
+            self.rows[k].append(v)
+
+    def add_rejection(self, item: Item, reason: str) -> None:
+        for k, v in zip(self.rows, (item.sop_instance_uid, item.patient_id, None, item.key, reason)):
+            self.rows[k].append(v)
+
+    def __len__(self) -> int:
+        return len(self.rows["sop_instance_uid"])
+
+    def flush(self) -> None:
+        import pyarrow as pa
+
+        from osteo_batch.outputs import private_dir
+
+        n = len(self)
+        if not n:
+            return
+        now = dt.datetime.now()
+        table = pa.table({
+            "sop_instance_uid": pa.array(self.rows["sop_instance_uid"], pa.string()),
+            "patient_id": pa.array(self.rows["patient_id"], pa.string()),
+            "model_id": pa.array([self.model_id] * n, pa.string()),
+            "score": pa.array(self.rows["score"], pa.float64()),
+            "run_id": pa.array([self.run_id] * n, pa.string()),
+            "scored_at": pa.array([now] * n, pa.timestamp("us")),
+            "path": pa.array(self.rows["path"], pa.string()),  # rejected rows only
+            "decode_reason": pa.array(self.rows["decode_reason"], pa.string()),
+        })
+        part = private_dir(self.out_dir / f"run_date={now.date().isoformat()}")
+        final = part / f"{self.stem}-part-{len(self.files):05d}.parquet"
+        _write_atomic(table, final)
+        self.files.append(str(final))
+        for v in self.rows.values():
+            v.clear()
+
+
+def _is_oom(e: BaseException) -> bool:
+    import torch
+
+    return isinstance(e, torch.OutOfMemoryError) or (
+        isinstance(e, RuntimeError) and ("out of memory" in str(e) or "can't allocate memory" in str(e)))
+
+
+class Forward:
+    """The model's forward for scoring: device, precision, calibration, out-of-memory halving."""
+
+    def __init__(self, model: LoadedModel, opts: ScoreOptions):
+        import torch
+
+        self.model = model
+        self.device = opts.device
+        self.cuda = opts.device.startswith("cuda")
+        self.bf16 = opts.precision == "bf16" or (opts.precision == "auto" and self.cuda)
+        self.module = torch.compile(model.module) if opts.compile else model.module
+        self.col = model.config.labels.index(model.config.score_label)
+        self.micro_batch: int | None = None  # None: the whole batch at once
+
+    def _scores(self, x):
+        import torch
+
+        with torch.autocast(device_type="cuda" if self.cuda else "cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            logits = self.module(normalise(x, self.model.config))
+        return torch.softmax(logits.float(), dim=1)[:, self.col]
+
+    def __call__(self, x) -> list[float]:
+        """Risk scores of the batch ``x`` (N, 1, H, W), calibrated as the model says."""
+        import torch
+
+        x = x.to(self.device, non_blocking=self.cuda)
+        while True:
+            mb = self.micro_batch or len(x)
+            try:
+                p = torch.cat([self._scores(x[i : i + mb]) for i in range(0, len(x), mb)])
+                break
+            except Exception as e:
+                if not _is_oom(e) or mb == 1:
+                    raise
+                self.micro_batch = max(1, mb // 2)
+                if self.cuda:
+                    torch.cuda.empty_cache()
+                log.warning("out of memory at batch %d on %s; going on at %d", mb, self.device, self.micro_batch)
+        p = calibrate.apply(self.model.config.calibration, p)  # a site's recalibration, if any
+        return p.cpu().tolist()
 
 
 def score_shard(
@@ -56,93 +242,85 @@ def score_shard(
     shard: int = 0,
     n_shards: int = 1,
     opts: ScoreOptions = ScoreOptions(),
-    progress=None,
+    progress: Callable[[int, int], None] | None = None,
+    forward: Forward | None = None,
 ) -> ShardResult:
-    """Score this shard's share of ``items``; write one Parquet file; return rejections."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    """Score ``items`` (this shard's share, or all of them when ``n_shards`` is 1).
+
+    Writes one part file per ``opts.commit_every`` images (scores and decode
+    rejections together, so one rename commits both) and returns counts and
+    part paths only, never patient data.
+    """
     import torch
 
-    from osteo_batch.outputs import private_dir
-
-    mine = shard_items(items, shard, n_shards)
-    cuda = opts.device.startswith("cuda")
-    use_bf16 = opts.precision == "bf16" or (opts.precision == "auto" and cuda)
-    loader = make_loader(
-        DicomDataset(mine, model.config.img_size), batch_size=opts.batch_size, workers=opts.workers, pin_memory=cuda
-    )
-    uids, pids, scores, rejected = [], [], [], []
+    t0 = time.monotonic()
+    mine = shard_items(items, shard, n_shards) if n_shards > 1 else items
+    fwd = forward or Forward(model, opts)
+    parts = _Parts(Path(out_dir), run_id, shard, n_shards, model.model_id)
+    loader = make_loader(DicomDataset(mine, model.config.img_size), batch_size=opts.resolved_batch_size(),
+                         workers=opts.workers, pin_memory=fwd.cuda, prefetch=opts.prefetch)
+    res = ShardResult(shard, n_shards)
     done = 0
     with torch.inference_mode():
         for idx, x, failed in loader:
-            rejected.extend((mine[i].key, reason) for i, reason in failed)
+            for i, reason in failed:
+                parts.add_rejection(mine[i], reason)
             if len(idx):
-                x = x.to(opts.device, non_blocking=cuda)
-                with torch.autocast(device_type="cuda" if cuda else "cpu", dtype=torch.bfloat16, enabled=use_bf16):
-                    logits = model.module(normalise(x, model.config))
-                p = torch.softmax(logits.float(), dim=1)[:, model.config.labels.index(model.config.score_label)]
-                p = calibrate.apply(model.config.calibration, p)  # a site's recalibration, if any
-                for i, s in zip(idx.tolist(), p.cpu().tolist()):
-                    uids.append(mine[i].sop_instance_uid)
-                    pids.append(mine[i].patient_id)
-                    scores.append(float(s))
+                for i, s in zip(idx.tolist(), fwd(x)):
+                    parts.add_score(mine[i], float(s))
+            res.scored += len(idx)
+            res.rejected += len(failed)
             done += len(idx) + len(failed)
+            if len(parts) >= opts.commit_every:
+                parts.flush()
             if progress:
                 progress(done, len(mine))
-
-    if not uids:  # nothing scored: no empty exchange file
-        return ShardResult(shard, n_shards, None, 0, rejected)
-    now = dt.datetime.now()
-    table = pa.table(
-        {
-            "sop_instance_uid": pa.array(uids, pa.string()),
-            "patient_id": pa.array(pids, pa.string()),
-            "model_id": pa.array([model.model_id] * len(uids), pa.string()),
-            "score": pa.array(scores, pa.float64()),
-            "run_id": pa.array([run_id] * len(uids), pa.string()),
-            "scored_at": pa.array([now] * len(uids), pa.timestamp("us")),
-        }
-    )
-    part = private_dir(Path(out_dir) / f"run_date={now.date().isoformat()}")
-    final = part / f"{run_id}-shard-{shard:04d}-of-{n_shards:04d}.parquet"
-    tmp = final.with_suffix(".parquet.tmp")
-    pq.write_table(table, tmp)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, final)  # readers never see half a shard
-    return ShardResult(shard, n_shards, str(final), len(uids), rejected)
+    parts.flush()
+    res.parts = parts.files
+    res.seconds = time.monotonic() - t0
+    res.micro_batch = fwd.micro_batch
+    return res
 
 
-def load_shards(store, results: list[ShardResult]) -> int:
-    """The single writer: load shard Parquet files and record decode rejections."""
-    import pyarrow as pa
-
-    files = [r.parquet for r in results if r.parquet and r.scored]
-    before = store.scalar("count_scores")
-    if files:
-        with store.transaction():  # the scores and the record that their files are loaded
-            store.run("scores_load", {"files": files})
-            store.run("shard_files_record", {"files": [Path(f).name for f in files]})
-    rejected = [rj for r in results for rj in r.rejected]
-    if rejected:
-        rej = pa.table({"path": [p for p, _ in rejected], "decode_reason": [r for _, r in rejected]})
-        store.run("decode_rejections", rej=rej)
-    return store.scalar("count_scores") - before
+# ------------------------------------------------------------------ the single writer
 
 
-def load_orphan_shards(store, scores_dir: str | os.PathLike) -> int:
-    """Load shard files that were written but never loaded (the writer was held or killed).
+@dataclass
+class LoadResult:
+    files: int = 0
+    scored: int = 0  # score rows added
+    rejected: int = 0  # decode rejections recorded
 
-    Returns how many score rows that added. Scores already present are kept,
-    so loading a file twice changes nothing.
+
+def load_scores(store, scores_dir: str | os.PathLike) -> LoadResult:
+    """Load every part file under ``scores_dir`` that is not loaded yet (the single writer).
+
+    Parts of this run, of a shard on another machine, or of a run that was
+    killed before it could load them: all the same here. Each file's rows and
+    the record that it is loaded commit together; a score already present is
+    kept, so nothing is ever counted twice.
     """
     root = Path(scores_dir)
     if not root.is_dir():
-        return 0
+        return LoadResult()
     on_disk = {p.name: str(p) for p in root.glob("run_date=*/*.parquet")}
-    if not on_disk:
-        return 0
     loaded = {r["file"] for r in store.rows("shard_files_loaded")}
-    orphans = [path for name, path in sorted(on_disk.items()) if name not in loaded]
-    if not orphans:
-        return 0
-    return load_shards(store, [ShardResult(-1, -1, f, 1) for f in orphans])
+    todo = [path for name, path in sorted(on_disk.items()) if name not in loaded]
+    if not todo:
+        return LoadResult()
+    before = store.scalar("count_scores")
+    with store.transaction():
+        store.run("scores_load", {"files": todo})
+        rejected = store.scalar("decode_rejections_load", {"files": todo})
+        store.run("shard_files_record", {"files": [Path(f).name for f in todo]})
+    return LoadResult(len(todo), store.scalar("count_scores") - before, int(rejected or 0))
+
+
+def remove_stale_temporaries(scores_dir: str | os.PathLike) -> int:
+    """Delete ``*.tmp`` files a killed writer left (call only while holding the run lock)."""
+    root = Path(scores_dir)
+    n = 0
+    for p in list(root.glob("run_date=*/*.tmp")) + list(root.glob("plans/*.tmp")):
+        p.unlink(missing_ok=True)
+        n += 1
+    return n

@@ -67,12 +67,13 @@ def iter_headers(paths: list[str], *, workers: int | None = None, batch: int = B
         for i in range(0, len(paths), batch):
             yield _read_many(paths[i : i + batch])
         return
-    from osteo_batch.workers import context
+    from osteo_batch.workers import context, watch_parent
 
     chunk = max(16, min(256, len(paths) // (workers * 8)))
     chunks = [paths[i : i + chunk] for i in range(0, len(paths), chunk)]
     out: list[HeaderResult] = []
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context()) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context(), initializer=watch_parent,
+                             initargs=(os.getpid(),)) as pool:
         for part in pool.map(_read_many, chunks):
             out.extend(part)
             if len(out) >= batch:

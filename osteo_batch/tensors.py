@@ -55,14 +55,26 @@ def collate(batch):
     return idx, x, failed
 
 
-def make_loader(dataset: DicomDataset, *, batch_size: int, workers: int, pin_memory: bool = False):
+def make_loader(dataset: DicomDataset, *, batch_size: int, workers: int, pin_memory: bool = False, prefetch: int = 4):
+    """Batches in order; each batch is decoded by exactly one worker.
+
+    A map-style dataset with the default sequential batch sampler gives each
+    index to one batch and each batch to one worker, so no image is decoded
+    (or scored) twice and none is padded in. ``prefetch`` batches per worker
+    are decoded ahead of the model; with ``pin_memory`` they arrive in
+    page-locked memory, ready for a non-blocking copy to the GPU.
+    """
     from torch.utils.data import DataLoader
 
     kw = {}
     if workers > 0:
-        from osteo_batch.workers import context
+        import functools
+        import os
 
-        kw = {"prefetch_factor": 4, "persistent_workers": False, "multiprocessing_context": context()}
+        from osteo_batch.workers import context, watch_parent
+
+        kw = {"prefetch_factor": prefetch, "persistent_workers": True, "multiprocessing_context": context(),
+              "worker_init_fn": functools.partial(watch_parent, os.getpid())}
     return DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
         pin_memory=pin_memory, **kw,

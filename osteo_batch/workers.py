@@ -12,10 +12,38 @@ from __future__ import annotations
 
 import multiprocessing
 
-PRELOAD = ["numpy", "PIL.Image", "pydicom", "torch", "osteo_batch.tensors", "osteo_batch.dicom.headers"]
+PRELOAD = ["numpy", "PIL.Image", "pydicom", "torch", "glymur", "osteo_batch.tensors", "osteo_batch.dicom.headers"]
 
 
 def context():
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(PRELOAD)  # takes effect when the server first starts
     return ctx
+
+
+def watch_parent(pid: int, *_: object) -> None:
+    """In a worker: exit as soon as process ``pid`` (the run that started us) is gone.
+
+    Why: a worker forked by the forkserver is the server's child, not the
+    run's, and it holds the server's liveness pipe open. When the run is
+    SIGKILLed, neither DataLoader's parent check nor the server's own EOF
+    check fires, and the workers would wait on their queues forever, each
+    holding torch in memory. A daemon thread polling the run's PID ends them
+    within a second. Use as ``worker_init_fn`` (DataLoader) or
+    ``initializer`` (ProcessPoolExecutor).
+    """
+    import os
+    import threading
+    import time
+
+    def check() -> None:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(0)
+            except PermissionError:  # alive, another user's (cannot happen for our own run)
+                pass
+
+    threading.Thread(target=check, name="osteo-parent-watch", daemon=True).start()

@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 fc-list : family 2>/dev/null | grep -i "Noto Sans CJK" >/dev/null || need_apt+=(fonts-noto-cjk)  # no -q: SIGPIPE + pipefail
+ldconfig -p 2>/dev/null | grep "libopenjp2.so" >/dev/null || need_apt+=(libopenjp2-7)  # reduced-resolution JPEG 2000 (glymur)
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

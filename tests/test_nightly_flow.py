@@ -131,13 +131,13 @@ def test_a_woman_with_several_studies_is_listed_once_from_her_latest(runs, tiny_
 
 def test_a_shard_written_but_never_loaded_is_loaded_by_the_next_run(tmp_path, cohort_dir, tiny_model):
     from osteo_batch.models.model import load_model_dir
-    from osteo_batch.scoring import load_orphan_shards, score_shard
+    from osteo_batch.scoring import load_scores, score_shard
     from osteo_batch.tensors import Item
 
     model = load_model_dir(tiny_model.model_dir)
     items = [Item(str(cohort_dir.archive / p.filename), p.sop_instance_uid, p.patient_id) for p in cohort_dir.plans[:5]]
     res = score_shard(model, items, out_dir=tmp_path / "scores", run_id="crashed")  # the loader never ran
     with Store(tmp_path / "osteo.duckdb") as st:
-        assert load_orphan_shards(st, tmp_path / "scores") == res.scored == 5
-        assert load_orphan_shards(st, tmp_path / "scores") == 0
+        assert load_scores(st, tmp_path / "scores").scored == res.scored == 5
+        assert load_scores(st, tmp_path / "scores").scored == 0
         assert st.con.execute("SELECT count(*) FROM scores").fetchall()[0][0] == 5

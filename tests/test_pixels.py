@@ -4,13 +4,15 @@ import numpy as np
 import pytest
 from pydicom.uid import JPEG2000Lossless, RLELossless
 
-from osteo_batch.dicom.pixels import PixelError, decode, load_image, pad_square, read_dataset, to_display
+from osteo_batch.dicom.pixels import (DisplayOptions, PixelError, decode, load_image, pad_square, read_dataset,
+                                      to_display)
 
 from dicom_factory import dataset, ramp, write
 
 
 def _img(path, size=32):
-    return load_image(path, size)
+    """The full-resolution path: twins must decode to identical values (reduced reads are tested apart)."""
+    return load_image(path, size, DisplayOptions(reduce=False))
 
 
 def test_monochrome1_twin_equals_monochrome2(tmp_path):
