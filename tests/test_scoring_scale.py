@@ -250,3 +250,42 @@ def test_the_cli_shows_progress_as_bars_or_lines(capsys, terminal):
         assert "40/40" in err and "━" in err, "a bar with counts"
     else:
         assert err.count("[progress]") == 1 and "40/40 images (100%)" in err, "one line at the end, no bar"
+
+
+def test_the_cuda_code_paths_run_on_the_cpu(tmp_path, cohort_dir, tiny_model):
+    """bf16 autocast and pinned-memory loading, as on a GPU, here on the CPU: scores stay close to fp32."""
+    import pyarrow.parquet as pq
+
+    from osteo_batch.models.model import load_model_dir
+    from osteo_batch.scoring import ScoreOptions, score_shard
+    from osteo_batch.tensors import DicomDataset, make_loader
+
+    model = load_model_dir(tiny_model.model_dir)
+    items = _items(cohort_dir)[:12]
+    out = {}
+    for precision in ("fp32", "bf16"):
+        res = score_shard(model, items, out_dir=tmp_path / precision, run_id=precision,
+                          opts=ScoreOptions(batch_size=4, workers=1, precision=precision))
+        t = pq.read_table(res.parts)
+        out[precision] = dict(zip(t["sop_instance_uid"].to_pylist(), t["score"].to_pylist()))
+    assert out["fp32"].keys() == out["bf16"].keys()
+    assert 0 < max(abs(out["fp32"][k] - out["bf16"][k]) for k in out["fp32"]) < 0.02, "bf16 ran, and is close"
+    with pytest.warns(UserWarning, match="pin_memory"):  # no accelerator: torch says so and loads unpinned
+        batches = list(make_loader(DicomDataset(items[:4], 32), batch_size=2, workers=1, pin_memory=True))
+    assert sum(len(b[0]) for b in batches) == 4
+
+
+@pytest.mark.slow
+def test_torch_compile_scores_like_eager(cohort_dir, tiny_model):
+    import torch
+
+    from osteo_batch.models.model import load_model_dir
+    from osteo_batch.scoring import Forward, ScoreOptions
+
+    model = load_model_dir(tiny_model.model_dir)
+    x = torch.rand(4, 1, model.config.img_size, model.config.img_size)
+    with torch.inference_mode():
+        eager = Forward(model, ScoreOptions())(x)
+        compiled = Forward(model, ScoreOptions(compile=True))
+        assert compiled.module is not model.module
+        assert compiled(x) == pytest.approx(eager, abs=1e-5)
