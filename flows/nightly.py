@@ -144,32 +144,6 @@ def worklist(settings: Settings, run_id: str) -> dict[str, Any]:
     return pipeline.worklist_stage(settings, run_id)
 
 
-def summary_markdown(s: dict[str, Any]) -> str:
-    """The run summary as markdown: counts, model and threshold only."""
-    sw = s.get("sweep", {})
-    lines = [
-        f"# Nightly screening run `{s['run_id']}`",
-        "",
-        f"- model `{s.get('model_id')}`, threshold {s.get('threshold')}",
-        f"- files swept: {sw.get('files')} (headers read tonight: {sw.get('headers_read')})",
-        "- " + " + ".join(f"{n} {k}" for k, n in s.get("instances", {}).get("by_status", {}).items())
-        + f" = {s.get('instances', {}).get('files')} files",
-        f"- scored tonight: {s.get('score', {}).get('scored')}, heat maps: {s.get('explain', {}).get('explained')}",
-        f"- on the worklist: {s.get('worklist', {}).get('listed')}",
-        "",
-        "| status or reason | files |",
-        "|---|---|",
-        *[f"| {k} | {v} |" for k, v in s.get("instances", {}).get("by_reason", {}).items()],
-        "",
-        "| stage | seconds |",
-        "|---|---|",
-        *[f"| {k} | {v.get('seconds')} |" for k, v in s.items() if isinstance(v, dict) and "seconds" in v],
-        "",
-        "Screening aid, not a diagnosis. DXA confirms. Not for rule-out.",
-    ]
-    return "\n".join(lines)
-
-
 @flow(name="nightly_screening")
 def nightly_screening(
     archive: str,
@@ -205,6 +179,8 @@ def nightly_screening(
         settings, run_id or pipeline.new_run_id(), stages=tasks,
         on_stage=lambda name, out: log.info("%s: %s", name, _counts(out)),
     )
+    from osteo_batch.run_summary import summary_markdown
+
     create_markdown_artifact(key="nightly-summary", markdown=summary_markdown(summary),
                              description="Counts only; no patient data")
     return summary

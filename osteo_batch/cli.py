@@ -135,7 +135,7 @@ def cmd_worklist(args) -> int:
     from osteo_batch.store import Store
     from osteo_batch.worklist import write_worklist
 
-    s = pipeline.load_settings(None, workdir=args.workdir, threshold=args.threshold)
+    s = pipeline.load_settings(args.config, workdir=args.workdir, threshold=args.threshold)
     with Store(s.store_path, read_only=True, wait_s=args.wait) as st:
         runs = st.rows("latest_run")
         if not runs:
@@ -149,11 +149,76 @@ def cmd_worklist(args) -> int:
         suffix = "" if args.threshold is None else f"-threshold-{threshold:.4f}"
         res = write_worklist(
             st, workdir=s.workdir, run={"run_id": run["run_id"]}, model_id=model.model_id, threshold=threshold,
-            bands=model.config.bands, dxa_lookback_days=s.dxa_lookback_days, model_card=model.card,
+            bands=model.config.bands, model_card=model.card, rules=s.exclusions(), sites=s.sites,
             name_suffix=suffix, record=False,
         )
     print(f"{res.listed} patients at or above {threshold:.4f}")
     print(f"worklist: {res.path.resolve()}")
+    print(f"csv: {res.csv.resolve()}")
+    for site, path in res.site_pages.items():
+        print(f"  {site}: {path.resolve()}")
+    return 0
+
+
+def cmd_refer(args) -> int:
+    from osteo_batch import pipeline
+    from osteo_batch.referrals import new_referral, refer
+
+    s = pipeline.load_settings(None, workdir=args.workdir)
+    ev = new_referral(args.patient_id, args.status, args.note, args.by)
+    if args.wait > 0:
+        _say(f"[refer] waiting up to {args.wait:g} s if a nightly run holds the store ...")
+    out = refer(s.store_path, ev, wait_s=args.wait)
+    if out.how == "recorded":
+        print(f"recorded: {ev.status} for {ev.patient_id} by {ev.by_user} at {ev.acted_at}")
+        if out.flushed:
+            print(f"also recorded {out.flushed} earlier change(s) that were queued")
+        if out.known_patient is False:
+            print(f"note: no image of patient {ev.patient_id} is in the store; check the ID")
+    else:
+        print(f"queued: the store is held by a running nightly run. Your change ({ev.status} for {ev.patient_id}) is "
+              f"saved in {out.queue_file.parent.name}/ and will be recorded when that run writes tonight's "
+              "worklist, or by the next `osteo-batch refer`. Nothing is lost.")
+    return 0
+
+
+def cmd_outcomes(args) -> int:
+    import json
+
+    from osteo_batch import outcomes, pipeline
+
+    s = pipeline.load_settings(None, workdir=args.workdir, dxa_csv=args.dxa)
+    if args.dxa:
+        out = pipeline.load_dxa_stage(s, "outcomes")
+        _say(f"[outcomes] DXA table: {out['loaded']} rows loaded, {sum(out['rejected'].values())} rejected")
+    with pipeline.open_store(s, read_only=True) as st:
+        res = outcomes.compute(st, follow_up_days=args.follow_up_days)
+    if args.json:
+        print(json.dumps(res.to_json(), indent=1))
+        return 0
+    for title, group in (("overall", [res.overall]), ("by month of flag", res.by_month), ("by site", res.by_site),
+                         ("by run", res.by_run)):
+        print(f"{title}:")
+        print(f"  {'':28}{'flagged':>8}{'tested':>8}{'uptake':>8}{'yield':>8}{'T<=-2.5':>8}{'days':>6}")
+        for o in group:
+            pct = lambda x: "—" if x is None else f"{100 * x:.0f}%"  # noqa: E731
+            days = "—" if o.median_days_to_dxa is None else f"{o.median_days_to_dxa:.0f}"
+            print(f"  {o.key[:28]:28}{o.flagged:>8}{o.tested:>8}{pct(o.uptake):>8}{pct(o.yield_low_bone_mass):>8}"
+                  f"{pct(o.yield_osteoporosis):>8}{days:>6}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from osteo_batch import pipeline
+    from osteo_batch.program import write_program_report
+
+    s = pipeline.load_settings(None, workdir=args.workdir, dxa_csv=args.dxa)
+    if args.dxa:
+        pipeline.load_dxa_stage(s, "report")
+    with pipeline.open_store(s, read_only=True) as st:
+        path, res = write_program_report(st, s.workdir, month=args.month, follow_up_days=args.follow_up_days)
+    o = res.overall
+    print(f"{o.flagged} patients flagged so far, {o.tested} tested; report: {path.resolve()}")
     return 0
 
 
@@ -405,6 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="list patients at or above P; 0 lists every scored eligible patient not excluded")
     w.add_argument("--model", type=_existing("directory"), help="model folder (default: the one the run used)")
     w.add_argument("--wait", type=float, default=60.0, help="seconds to wait for a store held by a run (default: 60)")
+    w.add_argument("--config", type=_existing("file"), help="TOML with [worklist] exclusions and [sites]")
     w.set_defaults(fn=cmd_worklist)
 
     t = sub.add_parser("train", help="fine-tune a model (LoRA) on archive images paired with DXA",
@@ -462,6 +528,30 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--dxa", type=_existing("file"))
     v.add_argument("--config", type=_existing("file"))
     v.set_defaults(fn=cmd_serve)
+
+    rf = sub.add_parser("refer", help="record what a coordinator did for a patient (append-only)")
+    common(rf)
+    rf.add_argument("patient_id", help="the patient's ID as on the worklist")
+    rf.add_argument("--status", required=True, choices=("contacted", "referred", "declined", "unreachable", "dxa-done"))
+    rf.add_argument("--note", help="free text, kept with the action")
+    rf.add_argument("--by", help="who did it (default: your login name)")
+    rf.add_argument("--wait", type=float, default=10.0,
+                    help="seconds to wait for a store held by a nightly run before queueing the change (default: 10)")
+    rf.set_defaults(fn=cmd_refer)
+
+    oc = sub.add_parser("outcomes", help="match DXA results to flagged patients: uptake, yield, time to DXA")
+    common(oc)
+    oc.add_argument("--dxa", type=_existing("file"), help="new DXA results to load first (the usual CSV format)")
+    oc.add_argument("--follow-up-days", type=int, default=365, help="DXA counted up to this long after the flag")
+    oc.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    oc.set_defaults(fn=cmd_outcomes)
+
+    rp = sub.add_parser("report", help="write the monthly program report (HTML, with trend plots)")
+    common(rp)
+    rp.add_argument("--month", help="YYYY-MM (default: this month)")
+    rp.add_argument("--dxa", type=_existing("file"), help="new DXA results to load first")
+    rp.add_argument("--follow-up-days", type=int, default=365)
+    rp.set_defaults(fn=cmd_report)
 
     ds = sub.add_parser("deploy-shards", help="deploy the score_shard flow to a Prefect work pool (needs a Prefect server)")
     ds.add_argument("--pool", required=True, help="work pool name (create it with `prefect work-pool create NAME --type process`)")

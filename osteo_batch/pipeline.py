@@ -39,11 +39,12 @@ def is_user_error(e: BaseException) -> bool:
     from osteo_batch.models.backbones import UnknownBackboneError
     from osteo_batch.models.model import ModelDirError
     from osteo_batch.models.train import TrainingDataError
+    from osteo_batch.referrals import ReferralError
     from osteo_batch.store import StoreError
     from osteo_batch.study import GridError
     from osteo_batch.sweep import ArchiveEmptyError
 
-    return isinstance(e, (SettingsError, GridError, StoreError, ModelDirError, DxaFileError, RuleError, UnknownBackboneError,
+    return isinstance(e, (SettingsError, GridError, StoreError, ReferralError, ModelDirError, DxaFileError, RuleError, UnknownBackboneError,
                           TrainingDataError, ArchiveEmptyError, FileNotFoundError, NotADirectoryError,
                           PermissionError))
 
@@ -66,7 +67,14 @@ class Settings:
     compile: bool = False  # torch.compile the model for scoring
     commit_every: int = 1024  # images per score part file
     threshold: float | None = None  # overrides the model's threshold when set
-    dxa_lookback_days: int = 730
+    dxa_lookback_days: int = 730  # no referral within this many days of a DXA ...
+    dxa_lookback_days_near: int = 365  # ... or this many if its lowest T-score was -2.49 to -2.0
+    referred_days: int = 180  # no referral again within this many days of "referred"
+    declined_days: int = 365
+    unreachable_days: int = 90
+    dxa_done_days: int = 730
+    known_conditions_csv: Path | None = None  # patients with known osteoporosis or treatment
+    sites: dict[str, str] | None = None  # InstitutionName -> site shown on the worklists
     store_wait_s: float = 60.0
 
     @property
@@ -91,6 +99,14 @@ class Settings:
                 raise SettingsError(f"device {self.device!r}: no CUDA GPU is visible here; use --device cpu")
         elif self.device != "cpu":
             raise SettingsError(f"device {self.device!r}: use cpu, cuda or cuda:N")
+
+    def exclusions(self):
+        from osteo_batch.worklist import Exclusions
+
+        return Exclusions(dxa_days=self.dxa_lookback_days, dxa_days_near=self.dxa_lookback_days_near,
+                          known_conditions=True,
+                          referral_days={"referred": self.referred_days, "declined": self.declined_days,
+                                         "unreachable": self.unreachable_days, "dxa-done": self.dxa_done_days})
 
     def n_shards(self) -> int:
         """Shards to split the pending images into (0 means one per visible GPU)."""
@@ -125,9 +141,11 @@ class Settings:
         return cls(**{k: (Path(v) if k in _PATH_KEYS and v is not None else v) for k, v in d.items()})
 
 
-_PATH_KEYS = {"workdir", "archive", "model_dir", "dxa_csv", "rules_file", "config_file"}
+_PATH_KEYS = {"workdir", "archive", "model_dir", "dxa_csv", "rules_file", "config_file", "known_conditions_csv"}
 _RUN_KEYS = {"batch_size": int, "workers": int, "device": str, "precision": str, "threshold": float,
              "dxa_lookback_days": int, "store_wait_s": float, "shards": int, "compile": bool, "commit_every": int}
+_WORKLIST_KEYS = {"dxa_lookback_days": int, "dxa_lookback_days_near": int, "referred_days": int,
+                  "declined_days": int, "unreachable_days": int, "dxa_done_days": int, "known_conditions": str}
 
 
 def load_settings(config: str | os.PathLike | None, **overrides: Any) -> Settings:
@@ -152,6 +170,27 @@ def load_settings(config: str | os.PathLike | None, **overrides: Any) -> Setting
                 values[k] = _RUN_KEYS[k](v)
             except (TypeError, ValueError):
                 raise SettingsError(f"config file {p.name}: [run] {k} = {v!r} is not a {_RUN_KEYS[k].__name__}") from None
+        wl = doc.get("worklist", {})
+        if not isinstance(wl, dict):
+            raise SettingsError(f"config file {p.name}: 'worklist' must be a table ([worklist])")
+        for k, v in wl.items():
+            if k not in _WORKLIST_KEYS:
+                raise SettingsError(f"config file {p.name}: unknown [worklist] key {k!r}; "
+                                    f"known: {', '.join(sorted(_WORKLIST_KEYS))}")
+            try:
+                val = _WORKLIST_KEYS[k](v)
+            except (TypeError, ValueError):
+                raise SettingsError(f"config file {p.name}: [worklist] {k} = {v!r} is not a "
+                                    f"{_WORKLIST_KEYS[k].__name__}") from None
+            if k == "known_conditions":
+                values["known_conditions_csv"] = (p.parent / val) if not Path(val).is_absolute() else Path(val)
+            else:
+                values[k] = val
+        sites = doc.get("sites", {})
+        if not isinstance(sites, dict) or not all(isinstance(v, str) for v in sites.values()):
+            raise SettingsError(f"config file {p.name}: [sites] maps InstitutionName = \"site\" (text to text)")
+        if sites:
+            values["sites"] = dict(sites)
         if "rule" in doc:
             rules_file = p
         values["config_file"] = p
@@ -368,20 +407,30 @@ def explain_stage(settings: Settings, run_id: str) -> dict[str, Any]:
 
 @_timed
 def worklist_stage(settings: Settings, run_id: str) -> dict[str, Any]:
-    """Render the worklist of the run ``run_id`` (or re-render it with a new threshold)."""
+    """Record queued referral actions, load known conditions, render the run's worklists (all sites, each site, CSV)."""
     from osteo_batch.models.model import load_model_dir
+    from osteo_batch.referrals import flush_queue
     from osteo_batch.worklist import write_worklist
 
     model_dir = settings.resolved_model_dir()
     model = load_model_dir(model_dir)
     threshold = settings.threshold if settings.threshold is not None else model.config.threshold
+    known = {"loaded": 0, "rejected": 0}
     with open_store(settings) as st:
+        queued = flush_queue(st, settings.workdir)  # coordinators' actions made while a run held the store
+        if settings.known_conditions_csv:
+            from osteo_batch.conditions import load_known_conditions
+
+            parsed = load_known_conditions(st, settings.known_conditions_csv)
+            known = {"loaded": len(parsed.rows), "rejected": len(parsed.rejected)}
         res = write_worklist(
             st, workdir=settings.workdir, run={"run_id": run_id}, model_id=model.model_id, threshold=threshold,
-            bands=model.config.bands, dxa_lookback_days=settings.dxa_lookback_days, model_card=model.card,
+            bands=model.config.bands, model_card=model.card, rules=settings.exclusions(), sites=settings.sites,
         )
-    return {"worklist": str(res.path), "listed": res.listed, "excluded": res.excluded,
-            "below_threshold": res.below_threshold, "threshold": threshold}
+    return {"worklist": str(res.path), "csv": str(res.csv), "site_pages": len(res.site_pages), "listed": res.listed,
+            "flagged": res.listed + sum(res.excluded.values()), "excluded": res.excluded,
+            "below_threshold": res.below_threshold, "threshold": threshold, "referrals_from_queue": queued,
+            "known_conditions": known}
 
 
 def finish_run(settings: Settings, run_id: str, summary: dict[str, Any], *, status: str = "finished") -> dict[str, Any]:
@@ -421,13 +470,26 @@ def _run_nightly_locked(settings, run_id, stages, on_stage) -> dict[str, Any]:
             if on_stage:
                 on_stage(name, summary[name])
         summary["instances"] = instance_counts(settings)
-    except BaseException:
+    except BaseException as e:
+        summary["error"] = type(e).__name__  # the type only: a message may name a file
+        _write_summary_page(settings, summary, "failed")
         try:
             finish_run(settings, run_id, summary, status="failed")
         except Exception:  # e.g. the store is held; the original error matters more
             log.warning("run %s: could not record the failure in the store", run_id)
         raise
+    summary["run_page"] = str(_write_summary_page(settings, summary, "finished"))
     return finish_run(settings, run_id, summary)
+
+
+def _write_summary_page(settings: Settings, summary: dict[str, Any], status: str):
+    from osteo_batch.run_summary import write_run_page
+
+    try:
+        return write_run_page(settings.workdir, summary, status=status)
+    except Exception:  # the run's own outcome matters more than its summary page
+        log.warning("run %s: could not write the run summary page", summary.get("run_id"))
+        return None
 
 
 def instance_counts(settings: Settings) -> dict[str, Any]:
@@ -436,8 +498,9 @@ def instance_counts(settings: Settings) -> dict[str, Any]:
 
     with open_store(settings, read_only=True) as st:
         rows = st.rows("status_counts")
+        eligible = st.scalar("eligible_count")
     counts = by_status(rows)
-    return {"files": sum(counts.values()), "by_status": counts, "by_reason": by_reason(rows)}
+    return {"files": sum(counts.values()), "eligible": eligible, "by_status": counts, "by_reason": by_reason(rows)}
 
 
 #: The nightly stages in order: archive -> instances -> scores -> explanations -> worklist.

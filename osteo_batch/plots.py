@@ -61,3 +61,46 @@ def reliability_png(bins: list[dict]) -> bytes:
     ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1)
     ax.set(xlabel="predicted P(osteoporosis)", ylabel="observed share", xlim=(0, 1), ylim=(0, 1), title="Reliability")
     return _png(fig)
+
+
+def trend_png(months: list[str], series: dict[str, list[float | None]], *, title: str, ylabel: str,
+              percent: bool = True) -> bytes:
+    """One line per named series over months (None leaves a gap)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.2))
+    x = np.arange(len(months))
+    for name, ys in series.items():
+        y = np.array([np.nan if v is None else (100 * v if percent else v) for v in ys], dtype=float)
+        ax.plot(x, y, marker="o", lw=1.6, label=name)
+    ax.set_xticks(x, months, rotation=45 if len(months) > 6 else 0, fontsize=8)
+    ax.set(title=title, ylabel=ylabel + (" (%)" if percent else ""))
+    if percent:
+        ax.set_ylim(0, 100)
+    ax.grid(alpha=.3)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def score_drift_png(months: list[str], p10: list[float], p50: list[float], p90: list[float],
+                    threshold: float | None) -> bytes:
+    """The distribution of risk scores by month: median and the 10th-90th percentile band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.2))
+    x = np.arange(len(months))
+    ax.fill_between(x, p10, p90, alpha=.25, label="10th-90th percentile")
+    ax.plot(x, p50, marker="o", lw=1.6, label="median")
+    if threshold is not None:
+        ax.axhline(threshold, ls="--", c="#a3001b", lw=1, label=f"threshold {threshold:.3f}")
+    ax.set_xticks(x, months, rotation=45 if len(months) > 6 else 0, fontsize=8)
+    ax.set(title="Risk scores by month scored", ylabel="P(osteoporosis)", ylim=(0, 1))
+    ax.grid(alpha=.3)
+    ax.legend(fontsize=8)
+    return _png(fig)

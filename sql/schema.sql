@@ -119,3 +119,39 @@ CREATE TABLE IF NOT EXISTS shard_files (
     file      VARCHAR PRIMARY KEY,
     loaded_at TIMESTAMP NOT NULL
 );
+
+-- What coordinators did, one row per action, never updated or deleted
+-- (osteo-batch refer). event_id makes a queued action load exactly once.
+CREATE TABLE IF NOT EXISTS referrals (
+    event_id    VARCHAR PRIMARY KEY,
+    patient_id  VARCHAR NOT NULL,
+    status      VARCHAR NOT NULL
+        CHECK (status IN ('contacted', 'referred', 'declined', 'unreachable', 'dxa-done')),
+    note        VARCHAR,
+    by_user     VARCHAR NOT NULL,
+    acted_at    TIMESTAMP NOT NULL,          -- when the coordinator acted (also when queued)
+    recorded_at TIMESTAMP NOT NULL           -- when the store took it
+);
+
+-- Patients known to have osteoporosis or to be on treatment (optional CSV).
+CREATE TABLE IF NOT EXISTS known_conditions (
+    patient_id VARCHAR NOT NULL,
+    condition  VARCHAR NOT NULL,
+    since      DATE,
+    source     VARCHAR,
+    loaded_at  TIMESTAMP NOT NULL,
+    PRIMARY KEY (patient_id, condition)
+);
+
+-- Who each run listed: the flags that outcome matching follows up.
+CREATE TABLE IF NOT EXISTS worklist_entries (
+    run_id           VARCHAR NOT NULL,
+    patient_id       VARCHAR NOT NULL,
+    site             VARCHAR NOT NULL,
+    sop_instance_uid VARCHAR NOT NULL,
+    study_date       DATE,
+    score            DOUBLE NOT NULL,
+    band             VARCHAR NOT NULL,
+    flagged_on       DATE NOT NULL,
+    PRIMARY KEY (run_id, patient_id)
+);

@@ -71,11 +71,14 @@ def test_sweep_run_and_worklist_threshold_zero(tmp_path, cohort_dir, tiny_model)
               SELECT patient_id, study_date FROM instances WHERE status = 'scored'
               QUALIFY row_number() OVER (PARTITION BY patient_id ORDER BY study_date DESC) = 1)
             SELECT count(*) FROM latest l
-            WHERE NOT EXISTS (SELECT 1 FROM dxa d WHERE d.patient_id = l.patient_id
-                              AND d.exam_date <= l.study_date AND d.exam_date > l.study_date - INTERVAL 730 DAY)
+            WHERE NOT EXISTS (  -- the last DXA: 2 years, or 1 if its lowest T-score was -2.49 to -2.0
+              SELECT 1 FROM (SELECT max_by(least(t_lumbar_spine, t_femoral_neck, t_total_hip), exam_date) AS t,
+                                    max(exam_date) AS d
+                             FROM dxa WHERE patient_id = l.patient_id AND exam_date <= current_date) x
+              WHERE x.d >= current_date - CASE WHEN x.t BETWEEN -2.49 AND -2.0 THEN 365 ELSE 730 END)
         """).fetchall()[0][0]
     assert f"{expected} patients at or above 0.0000" in p.stdout
-    path = Path(p.stdout.strip().splitlines()[-1].split("worklist: ")[1])
+    path = Path(next(ln for ln in p.stdout.splitlines() if ln.startswith("worklist: ")).split("worklist: ")[1])
     assert path.name.endswith("-threshold-0.0000.html") and path.is_file()
     assert path.read_text().count('data-score="') == expected
 

@@ -72,12 +72,17 @@ def test_worklist_lists_flagged_patients_once_highest_first(runs):
     assert re.search(rf'class="conservation">{n_files} = \d+ scored \+ \d+ ineligible \+ \d+ duplicate \+ \d+ rejected<', html)
     ids = re.findall(r"<td>(SYN\d{5})</td>", html)
     assert len(ids) == len(set(ids)) == wl["listed"], "one row per patient"
-    # patients with a DXA in the 2 years before the study are left out
-    recent = {r[0] for r in _q(runs["work"], """
-        SELECT i.patient_id FROM instances i JOIN dxa d USING (patient_id)
-        WHERE i.status = 'scored' AND d.exam_date <= i.study_date AND d.exam_date > i.study_date - INTERVAL 730 DAY""")}
-    assert recent, "the test cohort should contain a recent DXA"
+    # patients whose last DXA was in the last 2 years (1 year if its lowest T-score was -2.49 to -2.0) are left out
+    import datetime as dt
+
+    today = dt.date.today()
+    last = _q(runs["work"], """
+        SELECT patient_id, max_by(least(t_lumbar_spine, t_femoral_neck, t_total_hip), exam_date), max(exam_date)
+        FROM dxa WHERE exam_date <= current_date GROUP BY 1""")
+    recent = {pid for pid, t, d in last if (today - d).days <= (365 if t is not None and -2.49 <= t <= -2.0 else 730)}
+    assert recent and {pid for pid, _, _ in last} - recent, "the test cohort has recent and older DXAs"
     assert not recent & set(ids)
+    assert wl["excluded"].get("recent_dxa", 0) >= 1
 
 
 def test_outputs_are_private_and_named_without_patient_data(runs):
@@ -119,7 +124,7 @@ def test_a_woman_with_several_studies_is_listed_once_from_her_latest(runs, tiny_
     from osteo_batch.store import Store
 
     with Store(runs["work"] / "osteo.duckdb", read_only=True) as st:
-        cands = st.rows("worklist", {"model_id": tiny_model.model_id, "dxa_lookback_days": 730})
+        cands = st.rows("worklist", {"model_id": tiny_model.model_id, "as_of": __import__("datetime").date.today()})
         latest = dict(st.con.execute(
             "SELECT patient_id, max(study_date) FROM instances WHERE status = 'scored' GROUP BY 1").fetchall())
         several = {r[0] for r in st.con.execute(
