@@ -166,9 +166,8 @@ def cmd_refer(args) -> int:
 
     s = pipeline.load_settings(None, workdir=args.workdir)
     ev = new_referral(args.patient_id, args.status, args.note, args.by)
-    if args.wait > 0:
-        _say(f"[refer] waiting up to {args.wait:g} s if a nightly run holds the store ...")
-    out = refer(s.store_path, ev, wait_s=args.wait)
+    out = refer(s.store_path, ev, wait_s=args.wait,
+                on_wait=lambda: _say(f"[refer] a nightly run holds the store; waiting up to {args.wait:g} s ..."))
     if out.how == "recorded":
         print(f"recorded: {ev.status} for {ev.patient_id} by {ev.by_user} at {ev.acted_at}")
         if out.flushed:

@@ -113,19 +113,27 @@ class ReferOutcome:
     known_patient: bool | None = None  # None when queued (the store could not be read)
 
 
-def refer(store_path: str | os.PathLike, event: Referral, *, wait_s: float = 10.0) -> ReferOutcome:
-    """Record ``event`` now, or queue it when the store stays held for ``wait_s`` seconds."""
+def refer(store_path: str | os.PathLike, event: Referral, *, wait_s: float = 10.0,
+          on_wait=None) -> ReferOutcome:
+    """Record ``event`` now, or queue it when the store stays held for ``wait_s`` seconds.
+
+    ``on_wait`` is called once, before waiting, if the store is held.
+    """
     workdir = Path(store_path).parent
     if not Path(store_path).is_file():
         raise ReferralError(f"no store at {store_path}: pass the --workdir of the nightly runs")
-    try:
-        with Store(store_path, wait_s=wait_s) as st:
-            flushed = flush_queue(st, workdir)
-            record(st, [event])
-            known = bool(st.scalar("patient_known", {"patient_id": event.patient_id}))
-        return ReferOutcome("recorded", None, flushed, known)
-    except StoreLockedError:
-        return ReferOutcome("queued", queue(workdir, event), 0)
+    for attempt_wait in (0.0, wait_s) if wait_s > 0 else (0.0,):
+        if attempt_wait and on_wait:
+            on_wait()
+        try:
+            with Store(store_path, wait_s=attempt_wait) as st:
+                flushed = flush_queue(st, workdir)
+                record(st, [event])
+                known = bool(st.scalar("patient_known", {"patient_id": event.patient_id}))
+            return ReferOutcome("recorded", None, flushed, known)
+        except StoreLockedError:
+            continue
+    return ReferOutcome("queued", queue(workdir, event), 0)
 
 
 def history(store: Store, patient_id: str) -> list[dict]:

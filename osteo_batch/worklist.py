@@ -74,13 +74,13 @@ def exclusion_for(c: Mapping[str, Any], rules: Exclusions, as_of: dt.date) -> st
         t = c.get("last_dxa_t_min")
         near = t is not None and rules.near_t[0] <= t <= rules.near_t[1]
         window = rules.dxa_days_near if near else rules.dxa_days
-        if (as_of - d).days <= window:
+        if 0 <= (as_of - d).days <= window:
             return "recent_dxa"
     if rules.known_conditions and c.get("known_condition"):
         return "known_osteoporosis_or_treatment"
     status, at = c.get("referral_status"), c.get("referral_at")
     if status in rules.referral_days and at is not None:
-        if (as_of - _date(at)).days <= rules.referral_days[status]:
+        if 0 <= (as_of - _date(at)).days <= rules.referral_days[status]:
             return "dxa_done" if status == "dxa-done" else f"already_{status}"
     return None
 

@@ -32,6 +32,7 @@ known AS (
 referral AS (
     SELECT patient_id, status AS referral_status, acted_at AS referral_at, by_user AS referral_by, note AS referral_note
     FROM referrals
+    WHERE CAST(acted_at AS DATE) <= CAST($as_of AS DATE)
     QUALIFY row_number() OVER (PARTITION BY patient_id ORDER BY acted_at DESC, recorded_at DESC, event_id DESC) = 1
 )
 SELECT l.*,
