@@ -106,6 +106,12 @@ def _print_run(summary: dict) -> None:
           f"{summary['explain']['explained']} heat maps, {wl['listed']} patients on the worklist")
     for reason, n in inst["by_reason"].items():
         print(f"  {n:8d}  {reason}")
+    if wl.get("excluded"):
+        print("left out at or above the threshold: " + ", ".join(f"{n} {k}" for k, n in wl["excluded"].items()))
+    if summary.get("run_page"):
+        print(f"run summary: {Path(summary['run_page']).resolve()}")
+    if wl.get("csv"):
+        print(f"csv: {Path(wl['csv']).resolve()}  ({wl.get('site_pages', 0)} site pages beside it)")
     print(f"worklist: {Path(wl['worklist']).resolve()}")
 
 

@@ -28,10 +28,11 @@ def one_line_error(p):
 def test_help_reads_well():
     p = cli("--help")
     assert p.returncode == 0
-    for cmd in ("demo", "sweep", "run", "worklist", "train", "serve"):
+    cmds = ("demo", "sweep", "run", "worklist", "train", "serve", "refer", "outcomes", "report", "deploy-shards")
+    for cmd in cmds:
         assert cmd in p.stdout
     assert "DXA confirms" in p.stdout
-    for cmd in ("demo", "sweep", "run", "worklist", "train", "serve"):
+    for cmd in cmds:
         assert cli(cmd, "--help").returncode == 0
 
 

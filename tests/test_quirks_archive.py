@@ -155,6 +155,6 @@ def test_multi_frame_is_scored_and_images_without_patient_id_stay_apart(quirky, 
         statuses = dict(st.con.execute(
             "SELECT sop_instance_uid, status FROM instances WHERE sop_instance_uid IN ('2.25.807', '2.25.810', '2.25.811')"
         ).fetchall())
-        cands = st.rows("worklist", {"model_id": tiny_model.model_id, "dxa_lookback_days": 730})
+        cands = st.rows("worklist", {"model_id": tiny_model.model_id, "as_of": __import__("datetime").date.today()})
     assert statuses == {"2.25.807": "scored", "2.25.810": "scored", "2.25.811": "scored"}
     assert {"2.25.810", "2.25.811"} <= {c["sop_instance_uid"] for c in cands if c["patient_id"] is None}
