@@ -86,6 +86,7 @@ def explain(
     batch_size: int = 8,
     workers: int = 0,
     device: str = "cpu",
+    progress=None,
 ) -> tuple[list[Explained], list[tuple[str, str]]]:
     """Write a heat map per item; returns what was written and (path, reason) failures."""
     from PIL import Image
@@ -108,6 +109,8 @@ def explain(
             os.chmod(tmp, 0o600)
             os.replace(tmp, out / name)
             done.append(Explained(items[i].sop_instance_uid, name))
+        if progress:
+            progress(len(done) + len(failed), len(items))
     return done, failed
 
 

@@ -274,7 +274,10 @@ def sweep_stage(settings: Settings, run_id: str, model_id: str | None = None) ->
         raise SettingsError(f"archive {settings.archive} is not a directory; pass --archive DIR")
     rules = load_rules(settings.rules_file)
     with open_store(settings) as st:
-        res = sweep(st, settings.archive, run_id=run_id, rules=rules, model_id=model_id, workers=settings.workers or None)
+        from osteo_batch.progress import ProgressLog
+
+        res = sweep(st, settings.archive, run_id=run_id, rules=rules, model_id=model_id, workers=settings.workers or None,
+                    progress=ProgressLog("sweeping: headers read", 0, unit="files"))
         reasons = st.rows("status_counts")
     return {
         "files": res.files,
@@ -398,8 +401,10 @@ def explain_stage(settings: Settings, run_id: str) -> dict[str, Any]:
     with open_store(settings, read_only=True) as st:
         todo = [Item(r["path"], r["sop_instance_uid"], None)
                 for r in st.rows("flagged_unexplained", {"model_id": model.model_id, "threshold": threshold})]
+    from osteo_batch.progress import ProgressLog
+
     done, failed = explain(model, todo, settings.workdir / "heatmaps", device=settings.device,
-                           workers=min(settings.workers, 2))
+                           workers=min(settings.workers, 2), progress=ProgressLog("heat maps", len(todo)))
     with open_store(settings) as st:
         record(st, model.model_id, run_id, done)
     return {"flagged_without_heatmap": len(todo), "explained": len(done), "failed": len(failed)}
