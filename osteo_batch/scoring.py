@@ -95,26 +95,20 @@ def shard_items(items: list[Item], shard: int, n_shards: int) -> list[Item]:
 
 
 def plan(store, scores_dir: str | os.PathLike, run_id: str, n_shards: int = 1) -> ScorePlan:
-    """Write the run's pending images, each with its shard, to ``scores/plans/<run_id>.parquet``."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    """Write the run's pending images, each with its shard, to ``scores/plans/<run_id>.parquet``.
+
+    The shards are computed in DuckDB and the rows stay in Arrow: a backlog of
+    millions of images never becomes millions of Python objects here.
+    """
+    import pyarrow.compute as pc
 
     from osteo_batch.outputs import private_dir
 
-    rows = store.rows("pending_instances")
-    shards = [shard_of(r["sop_instance_uid"], n_shards) for r in rows]
-    table = pa.table({
-        "path": pa.array([r["path"] for r in rows], pa.string()),
-        "sop_instance_uid": pa.array([r["sop_instance_uid"] for r in rows], pa.string()),
-        "patient_id": pa.array([r["patient_id"] for r in rows], pa.string()),
-        "shard": pa.array(shards, pa.int32()),
-    })
+    table = store.arrow("score_plan", {"n_shards": n_shards})
     final = private_dir(Path(scores_dir) / "plans") / f"{run_id}.parquet"
     _write_atomic(table, final)
-    sizes = [0] * n_shards
-    for s in shards:
-        sizes[s] += 1
-    return ScorePlan(str(final), run_id, n_shards, tuple(sizes))
+    counts = {r["values"]: r["counts"] for r in pc.value_counts(table.column("shard")).to_pylist()} if len(table) else {}
+    return ScorePlan(str(final), run_id, n_shards, tuple(int(counts.get(i, 0)) for i in range(n_shards)))
 
 
 def plan_items(plan_: ScorePlan, shard: int) -> list[Item]:

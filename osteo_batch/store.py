@@ -124,10 +124,18 @@ class Store:
         return self._run(name, params, relations, lambda cur: cur.fetchall()[0][0])
 
     def arrow(self, name: str, params: dict[str, Any] | None = None, **relations: Any):
-        def fetch(cur):
-            return cur.to_arrow_table() if hasattr(cur, "to_arrow_table") else cur.fetch_arrow_table()
-
-        return self._run(name, params, relations, fetch)
+        """The result of a single-statement query as an Arrow table (DuckDB's relation API: no extra copy)."""
+        stmts = [st for st in _split(sql(name)) if st.strip()]
+        if len(stmts) != 1:
+            raise StoreError(f"sql/{name}.sql: arrow() takes one statement, found {len(stmts)}")
+        for k, v in relations.items():
+            self.con.register(k, v)
+        try:
+            used = {k: v for k, v in (params or {}).items() if f"${k}" in stmts[0]}
+            return self.con.sql(stmts[0], params=used or None).to_arrow_table()
+        finally:
+            for k in relations:
+                self.con.unregister(k)
 
     def _run(self, name, params, relations, fetch):
         for k, v in relations.items():
