@@ -33,3 +33,17 @@ def configure(workdir: str | os.PathLike | None = None) -> None:
         home.mkdir(parents=True, exist_ok=True)
         os.chmod(home, 0o700)
         os.environ["PREFECT_HOME"] = str(home)
+
+
+def library_logs(level: int = 20) -> None:
+    """Let the library's INFO lines (per-shard progress) through to the flow run's logs.
+
+    Prefect copies its handlers to the extra loggers but not a level, so
+    ``osteo_batch`` would inherit the root logger's WARNING and drop them.
+    A level the user set already is kept.
+    """
+    import logging
+
+    lib = logging.getLogger("osteo_batch")
+    if lib.level == logging.NOTSET:
+        lib.setLevel(level)

@@ -167,6 +167,9 @@ def nightly_screening(
     deployment on a work pool (``flows/shard.py``); otherwise the shards run on
     this machine, one process per GPU.
     """
+    from flows.env import library_logs
+
+    library_logs()
     log = get_run_logger()
     settings = pipeline.load_settings(config, workdir=workdir, archive=archive, model_dir=model_dir, dxa_csv=dxa_csv,
                                       workers=workers, batch_size=batch_size, device=device, shards=shards)

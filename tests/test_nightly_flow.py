@@ -146,3 +146,22 @@ def test_a_shard_written_but_never_loaded_is_loaded_by_the_next_run(tmp_path, co
         assert load_scores(st, tmp_path / "scores").scored == res.scored == 5
         assert load_scores(st, tmp_path / "scores").scored == 0
         assert st.con.execute("SELECT count(*) FROM scores").fetchall()[0][0] == 5
+
+
+def test_the_flow_run_logs_carry_progress_and_no_patient_data(runs):
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+
+    async def fetch():
+        async with get_client() as client:
+            return [log.message for log in await client.read_logs()]
+
+    messages = asyncio.run(fetch())
+    progress = [m for m in messages if m.startswith("scoring: ")]
+    scored = runs["first"]["score"]["scored"]
+    assert any(m.startswith(f"scoring: {scored}/{scored} images (100%)") and "images/s" in m for m in progress), progress
+    assert any(m.startswith("heat maps: ") for m in messages)
+    ids = {r[0] for r in _q(runs["work"], "SELECT patient_id FROM instances WHERE patient_id IS NOT NULL")}
+    text = "\n".join(messages)
+    assert not [i for i in ids if i in text], "no patient ID in any log line"
