@@ -47,9 +47,13 @@ def test_shards_on_a_work_pool_equal_a_single_process_run(tmp_path, cohort_dir, 
                                   model_dir=str(tiny_model.model_dir), dxa_csv=str(cohort_dir.dxa_csv), workers=1,
                                   shards=2, shard_deployment="score_shard/gpu", return_state=True)
         summary = state.result()
-    finally:
+    finally:  # the worker is our helper: ask it to stop, and end it if it lingers
         os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(timeout=60)
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(timeout=30)
 
     single = pipeline.load_settings(None, workdir=tmp_path / "single", archive=cohort_dir.archive,
                                     model_dir=tiny_model.model_dir, dxa_csv=cohort_dir.dxa_csv, workers=1)
