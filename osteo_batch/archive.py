@@ -14,7 +14,6 @@ import hashlib
 import os
 import stat
 from dataclasses import dataclass, field
-from pathlib import Path
 
 
 @dataclass

@@ -17,7 +17,6 @@ import datetime as dt
 import hashlib
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 

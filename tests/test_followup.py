@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import statistics
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,7 @@ from osteo_batch import pipeline
 from osteo_batch.store import Store
 from osteo_batch.worklist import Exclusions, exclusion_for
 
-from test_cli import EXE, cli, one_line_error
+from test_cli import cli, one_line_error
 
 TODAY = dt.date(2026, 11, 25)
 _WITHOUT: list[str] = []

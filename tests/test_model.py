@@ -107,7 +107,7 @@ def test_other_families_train_merge_and_explain(backbone, tmp_path, cohort_dir):
 
     from osteo_batch import pipeline
     from osteo_batch.explain import cam_maps
-    from osteo_batch.models.backbones import build, get_backbone
+    from osteo_batch.models.backbones import get_backbone
     from osteo_batch.models.train import TrainConfig, train
 
     spec = get_backbone(backbone)
