@@ -111,7 +111,7 @@ class Outcomes:
 
 def compute(store, *, follow_up_days: int = 365, as_of: dt.date | None = None) -> Outcomes:
     as_of = as_of or dt.date.today()
-    rows = store.rows("outcomes", {"follow_up_days": follow_up_days})
+    rows = store.rows("outcomes", {"follow_up_days": follow_up_days, "as_of": as_of})
     kw = {"as_of": as_of, "follow_up_days": follow_up_days}
     overall = tally(rows, lambda r: "all", **kw)
     return Outcomes(

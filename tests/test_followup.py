@@ -320,6 +320,13 @@ def test_outcomes_match_dxa_to_flags_exactly_as_counted_by_hand(run, tmp_path):
     with Store(s.store_path, read_only=True) as st:
         lib = outcomes.compute(st)
     assert lib.to_json()["by_run"] == res["by_run"]
+    # as known 50 days after the flag: only the DXAs done by then, the rest still in follow-up
+    with Store(s.store_path, read_only=True) as st:
+        then = outcomes.compute(st, as_of=flag_day + dt.timedelta(days=50))
+    early_then = next(o for o in then.by_run if o.key == "0-early")
+    by_then = sum(d <= 50 for d, _ in outcome.values())
+    assert early_then.tested == by_then < tested and early_then.in_follow_up == n - by_then
+    assert not any(o.key.startswith("night") for o in then.by_run), "runs after that day are not known yet"
 
 
 def test_program_report_shows_the_months_numbers_trends_and_drift(run, tmp_path):
