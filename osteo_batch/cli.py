@@ -581,6 +581,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("osteo-batch: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as e:
         if args.debug:
             raise

@@ -76,7 +76,8 @@ def trend_png(months: list[str], series: dict[str, list[float | None]], *, title
     for name, ys in series.items():
         y = np.array([np.nan if v is None else (100 * v if percent else v) for v in ys], dtype=float)
         ax.plot(x, y, marker="o", lw=1.6, label=name)
-    ax.set_xticks(x, months, rotation=45 if len(months) > 6 else 0, fontsize=8)
+    step = max(1, len(months) // 12)
+    ax.set_xticks(x[::step], months[::step], rotation=45 if len(months) > 6 else 0, fontsize=8)
     ax.set(title=title, ylabel=ylabel + (" (%)" if percent else ""))
     if percent:
         ax.set_ylim(0, 100)

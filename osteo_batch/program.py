@@ -23,6 +23,16 @@ def _uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
+def _month_range(first: str, last: str) -> list[str]:
+    """``YYYY-MM`` from ``first`` to ``last``, every month in between."""
+    y, m = map(int, first.split("-"))
+    out = []
+    while f"{y:04d}-{m:02d}" <= last:
+        out.append(f"{y:04d}-{m:02d}")
+        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+    return out
+
+
 def write_program_report(store, workdir: str | os.PathLike, *, month: str | None = None, follow_up_days: int = 365,
                          as_of: dt.date | None = None) -> tuple[Path, oc.Outcomes]:
     """``program/program-YYYY-MM.html`` (0600) for ``month`` (default: the current month)."""
@@ -31,7 +41,10 @@ def write_program_report(store, workdir: str | os.PathLike, *, month: str | None
     as_of = as_of or dt.date.today()
     month = month or as_of.strftime("%Y-%m")
     res = oc.compute(store, follow_up_days=follow_up_days, as_of=as_of)
-    months = [o.key for o in res.by_month]
+    have = {o.key: o for o in res.by_month}
+    months = _month_range(min(have), max(have)) if have else []
+    series = [have.get(m, oc.Outcome(m)) for m in months]  # months without a flag stay gaps in the plots
+    final = [o if o.flagged > o.in_follow_up else oc.Outcome(o.key) for o in series]  # all still in follow-up: a gap
     this = next((o for o in res.by_month if o.key == month), oc.Outcome(month))
     runs = store.rows("runs_finished")
     threshold = runs[-1]["threshold"] if runs else None
@@ -39,15 +52,15 @@ def write_program_report(store, workdir: str | os.PathLike, *, month: str | None
     figures = {}
     if months:
         figures["uptake"] = _uri(plots.trend_png(
-            months, {"uptake (tested / flagged)": [o.uptake for o in res.by_month],
-                     "uptake among those acted on": [o.uptake_acted_on for o in res.by_month]},
+            months, {"uptake (tested / flagged)": [o.uptake for o in final],
+                     "uptake among those acted on": [o.uptake_acted_on for o in final]},
             title="Uptake by month of flag", ylabel="share"))
         figures["yield"] = _uri(plots.trend_png(
-            months, {"osteopenia or osteoporosis (T ≤ -1.0)": [o.yield_low_bone_mass for o in res.by_month],
-                     "osteoporosis (T ≤ -2.5)": [o.yield_osteoporosis for o in res.by_month]},
+            months, {"osteopenia or osteoporosis (T ≤ -1.0)": [o.yield_low_bone_mass for o in series],
+                     "osteoporosis (T ≤ -2.5)": [o.yield_osteoporosis for o in series]},
             title="Yield among those tested (PPV reached)", ylabel="share"))
         figures["days"] = _uri(plots.trend_png(
-            months, {"median days": [o.median_days_to_dxa for o in res.by_month]},
+            months, {"median days": [o.median_days_to_dxa for o in series]},
             title="Time from flag to DXA", ylabel="days", percent=False))
     if drift:
         figures["drift"] = _uri(plots.score_drift_png([d["month"] for d in drift], [d["p10"] for d in drift],
