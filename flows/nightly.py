@@ -158,6 +158,7 @@ def nightly_screening(
     shards: int | None = None,
     distributed: bool = False,
     shard_deployment: str | None = None,
+    compile: bool | None = None,
 ) -> dict[str, Any]:
     """Sweep the archive, score what is new, explain the flagged, write the worklist.
 
@@ -172,7 +173,8 @@ def nightly_screening(
     library_logs()
     log = get_run_logger()
     settings = pipeline.load_settings(config, workdir=workdir, archive=archive, model_dir=model_dir, dxa_csv=dxa_csv,
-                                      workers=workers, batch_size=batch_size, device=device, shards=shards)
+                                      workers=workers, batch_size=batch_size, device=device, shards=shards,
+                                      compile=compile)
     if shard_deployment:
         score_fn = lambda s, r: score_on_work_pool(s, r, shard_deployment)  # noqa: E731
     else:

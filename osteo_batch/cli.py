@@ -97,6 +97,7 @@ def _run_flow(settings, *, use_prefect: bool, ray: str | None = None, shard_depl
             config=str(settings.config_file) if settings.config_file else None,
             run_id=run_id, workers=settings.workers, batch_size=settings.batch_size, device=settings.device,
             shards=settings.shards, distributed=ray is not None, shard_deployment=shard_deployment,
+            compile=settings.compile or None,
         )
 
 
