@@ -116,41 +116,37 @@ class Store:
         """Run ``sql/<name>.sql`` with bound ``params`` and return the last
         statement's rows as dicts. ``relations`` are Arrow tables registered under
         their keyword names for the statement's duration."""
-        return self._run(name, params, relations, lambda cur: _dicts(cur))
+        return self._run(name, params, relations, lambda s, p: _dicts(self._execute(s, p)))
 
     rows = run
 
     def scalar(self, name: str, params: dict[str, Any] | None = None, **relations: Any) -> Any:
-        return self._run(name, params, relations, lambda cur: cur.fetchall()[0][0])
+        return self._run(name, params, relations, lambda s, p: self._execute(s, p).fetchall()[0][0])
 
     def arrow(self, name: str, params: dict[str, Any] | None = None, **relations: Any):
-        """The result of a single-statement query as an Arrow table (DuckDB's relation API: no extra copy)."""
-        stmts = [st for st in _split(sql(name)) if st.strip()]
-        if len(stmts) != 1:
-            raise StoreError(f"sql/{name}.sql: arrow() takes one statement, found {len(stmts)}")
-        for k, v in relations.items():
-            self.con.register(k, v)
-        try:
-            used = {k: v for k, v in (params or {}).items() if f"${k}" in stmts[0]}
-            return self.con.sql(stmts[0], params=used or None).to_arrow_table()
-        finally:
-            for k in relations:
-                self.con.unregister(k)
+        """The last statement's result as an Arrow table (DuckDB's relation API: no extra copy)."""
+        return self._run(name, params, relations, lambda s, p: self.con.sql(s, params=p or None).to_arrow_table())
 
-    def _run(self, name, params, relations, fetch):
+    def _execute(self, statement: str, used: dict[str, Any]):
+        return self.con.execute(statement, used) if used else self.con.execute(statement)
+
+    def _run(self, name, params, relations, last):
+        """Run every statement but the last here; ``last(statement, params)`` runs and fetches the last."""
         for k, v in relations.items():
             self.con.register(k, v)
         try:
             stmts = [s for s in _split(sql(name)) if s.strip()]
-            for i, s in enumerate(stmts):
-                used = {k: v for k, v in (params or {}).items() if f"${k}" in s}
-                cur = self.con.execute(s, used) if used else self.con.execute(s)
-                if i < len(stmts) - 1:
-                    cur.fetchall()
-            return fetch(cur)
+            for s in stmts[:-1]:
+                self._execute(s, _used(params, s)).fetchall()
+            return last(stmts[-1], _used(params, stmts[-1]))
         finally:
             for k in relations:
                 self.con.unregister(k)
+
+
+def _used(params: dict[str, Any] | None, statement: str) -> dict[str, Any]:
+    """The parameters a statement names (DuckDB refuses unused ones)."""
+    return {k: v for k, v in (params or {}).items() if f"${k}" in statement}
 
 
 def _dicts(cur) -> list[dict]:
