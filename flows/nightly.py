@@ -89,9 +89,7 @@ def score_distributed(settings: Settings, run_id: str) -> dict[str, Any]:
                  out["scored"], out["rejected"], out["seconds"], out["device"])
         shards.append(out)
     loaded = score_load(settings, run_id, shards)
-    return {"pending": sum(plan["sizes"]), "n_shards": plan["n_shards"],
-            "recovered_from_earlier_parts": planned["recovered_from_earlier_parts"], **loaded,
-            "seconds": round(time.monotonic() - t0, 2)}
+    return {**pipeline.score_summary(planned, loaded), "seconds": round(time.monotonic() - t0, 2)}
 
 
 def score_on_work_pool(settings: Settings, run_id: str, deployment: str) -> dict[str, Any]:
@@ -129,9 +127,7 @@ def score_on_work_pool(settings: Settings, run_id: str, deployment: str) -> dict
     if failed:
         raise RuntimeError(f"score shards {failed} of {len(runs)} did not complete (see their flow runs); "
                            "their finished parts are loaded and the next run scores the rest")
-    return {"pending": sum(plan["sizes"]), "n_shards": plan["n_shards"],
-            "recovered_from_earlier_parts": planned["recovered_from_earlier_parts"], **loaded,
-            "seconds": round(time.monotonic() - t0, 2)}
+    return {**pipeline.score_summary(planned, loaded), "seconds": round(time.monotonic() - t0, 2)}
 
 
 @task(name="explain", task_run_name="explain-{run_id}")

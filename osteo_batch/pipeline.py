@@ -148,6 +148,22 @@ _WORKLIST_KEYS = {"dxa_lookback_days": int, "dxa_lookback_days_near": int, "refe
                   "declined_days": int, "unreachable_days": int, "dxa_done_days": int, "known_conditions": str}
 
 
+def _typed_table(doc: dict[str, Any], name: str, keys: dict[str, type], fname: str) -> dict[str, Any]:
+    """The ``[name]`` table of a config file, each key known and converted to its type."""
+    table = doc.get(name, {})
+    if not isinstance(table, dict):
+        raise SettingsError(f"config file {fname}: '{name}' must be a table ([{name}])")
+    out = {}
+    for k, v in table.items():
+        if k not in keys:
+            raise SettingsError(f"config file {fname}: unknown [{name}] key {k!r}; known: {', '.join(sorted(keys))}")
+        try:
+            out[k] = keys[k](v)
+        except (TypeError, ValueError):
+            raise SettingsError(f"config file {fname}: [{name}] {k} = {v!r} is not a {keys[k].__name__}") from None
+    return out
+
+
 def load_settings(config: str | os.PathLike | None, **overrides: Any) -> Settings:
     """Settings from an optional TOML file (``[run]`` table, ``[[rule]]`` entries), then overrides."""
     values: dict[str, Any] = {}
@@ -160,28 +176,8 @@ def load_settings(config: str | os.PathLike | None, **overrides: Any) -> Setting
             doc = tomllib.loads(p.read_text())
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise SettingsError(f"config file {p.name}: {e}") from None
-        run = doc.get("run", {})
-        if not isinstance(run, dict):
-            raise SettingsError(f"config file {p.name}: 'run' must be a table ([run])")
-        for k, v in run.items():
-            if k not in _RUN_KEYS:
-                raise SettingsError(f"config file {p.name}: unknown [run] key {k!r}; known: {', '.join(sorted(_RUN_KEYS))}")
-            try:
-                values[k] = _RUN_KEYS[k](v)
-            except (TypeError, ValueError):
-                raise SettingsError(f"config file {p.name}: [run] {k} = {v!r} is not a {_RUN_KEYS[k].__name__}") from None
-        wl = doc.get("worklist", {})
-        if not isinstance(wl, dict):
-            raise SettingsError(f"config file {p.name}: 'worklist' must be a table ([worklist])")
-        for k, v in wl.items():
-            if k not in _WORKLIST_KEYS:
-                raise SettingsError(f"config file {p.name}: unknown [worklist] key {k!r}; "
-                                    f"known: {', '.join(sorted(_WORKLIST_KEYS))}")
-            try:
-                val = _WORKLIST_KEYS[k](v)
-            except (TypeError, ValueError):
-                raise SettingsError(f"config file {p.name}: [worklist] {k} = {v!r} is not a "
-                                    f"{_WORKLIST_KEYS[k].__name__}") from None
+        values.update(_typed_table(doc, "run", _RUN_KEYS, p.name))
+        for k, val in _typed_table(doc, "worklist", _WORKLIST_KEYS, p.name).items():
             if k == "known_conditions":
                 values["known_conditions_csv"] = (p.parent / val) if not Path(val).is_absolute() else Path(val)
             else:
@@ -290,20 +286,24 @@ def sweep_stage(settings: Settings, run_id: str, model_id: str | None = None) ->
     }
 
 
+def current_model_id(settings: Settings) -> str:
+    """The content hash of the model folder this run uses (what its scores are keyed by)."""
+    from osteo_batch.models.model import compute_model_id, read_config
+
+    mdir = settings.resolved_model_dir()
+    return compute_model_id(mdir / "model.safetensors", read_config(mdir))
+
+
 def plan_stage(settings: Settings, run_id: str) -> dict[str, Any]:
     """Load score files left by earlier runs, then write this run's shard plan.
 
     Returns the plan as JSON-able data (a file path in the work folder and
     shard sizes, no patient data), for the shard stages wherever they run.
     """
-    from dataclasses import asdict
-
-    from osteo_batch.models.model import compute_model_id, read_config
     from osteo_batch.scoring import load_scores, plan, remove_stale_temporaries
     from osteo_batch.sweep import resolve_status
 
-    mdir = settings.resolved_model_dir()
-    model_id = compute_model_id(mdir / "model.safetensors", read_config(mdir))
+    model_id = current_model_id(settings)
     scores_dir = settings.workdir / "scores"
     with open_store(settings) as st:
         remove_stale_temporaries(scores_dir)
@@ -366,12 +366,10 @@ def run_shards_here(settings: Settings, run_id: str, plan: dict[str, Any]) -> li
 
 def load_stage(settings: Settings, run_id: str, shards: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The single writer: load every score part not yet in the store, then update statuses."""
-    from osteo_batch.models.model import compute_model_id, read_config
     from osteo_batch.scoring import load_scores
     from osteo_batch.sweep import resolve_status
 
-    mdir = settings.resolved_model_dir()
-    model_id = compute_model_id(mdir / "model.safetensors", read_config(mdir))
+    model_id = current_model_id(settings)
     with open_store(settings) as st:
         res = load_scores(st, settings.workdir / "scores")
         counts = resolve_status(st, model_id)
@@ -384,7 +382,11 @@ def score_stage(settings: Settings, run_id: str) -> dict[str, Any]:
     """Score pending images: plan the shards, run them on this machine, load the results."""
     planned = plan_stage(settings, run_id)
     shards = run_shards_here(settings, run_id, planned["plan"])
-    loaded = load_stage(settings, run_id, shards)
+    return score_summary(planned, load_stage(settings, run_id, shards))
+
+
+def score_summary(planned: dict[str, Any], loaded: dict[str, Any]) -> dict[str, Any]:
+    """The score stage's summary from its plan and its load, however the shards ran."""
     return {"pending": sum(planned["plan"]["sizes"]), "n_shards": planned["plan"]["n_shards"],
             "recovered_from_earlier_parts": planned["recovered_from_earlier_parts"], **loaded}
 
