@@ -15,14 +15,12 @@ content), and loading goes on.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from osteo_batch.dxa import DxaFileError
+from osteo_batch.dxa import csv_rows, record_rejected, source_id
 
 COLUMNS = ("patient_id", "condition", "since")
 
@@ -36,37 +34,22 @@ class ConditionsParse:
 
 def parse_conditions_csv(path: str | os.PathLike) -> ConditionsParse:
     p = Path(path)
-    if not p.is_file():
-        raise DxaFileError(f"known-conditions table {p} not found")
-    out = ConditionsParse(source="conditions-" + hashlib.sha256(os.fsencode(p.resolve())).hexdigest()[:12])
-    try:
-        with p.open(newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            header = [h.strip() for h in (reader.fieldnames or [])]
-            missing = [c for c in COLUMNS[:2] if c not in header]
-            if missing:
-                raise DxaFileError(f"known-conditions table {p.name}: missing column(s) {', '.join(missing)}; "
-                                   f"expected header: {','.join(COLUMNS)}")
-            reader.fieldnames = header
-            for row in reader:
-                pid = (row.get("patient_id") or "").strip()
-                cond = (row.get("condition") or "").strip().lower()
-                since = (row.get("since") or "").strip()
-                if not pid:
-                    out.rejected.append((reader.line_num, "empty patient_id"))
-                elif not cond:
-                    out.rejected.append((reader.line_num, "empty condition"))
-                else:
-                    try:
-                        day = dt.date.fromisoformat(since) if since else None
-                    except ValueError:
-                        out.rejected.append((reader.line_num, "since is not a YYYY-MM-DD date"))
-                        continue
-                    out.rows.append({"patient_id": pid, "condition": cond, "since": day})
-    except UnicodeDecodeError:
-        raise DxaFileError(f"known-conditions table {p.name}: not UTF-8 text; save it as UTF-8 CSV") from None
-    except csv.Error as e:
-        raise DxaFileError(f"known-conditions table {p.name}: not a readable CSV ({e})") from None
+    out = ConditionsParse(source=source_id("conditions", p) if p.is_file() else "")
+    for line, row in csv_rows(p, label="known-conditions table", required=COLUMNS[:2], expected=COLUMNS):
+        pid = (row.get("patient_id") or "").strip()
+        cond = (row.get("condition") or "").strip().lower()
+        since = (row.get("since") or "").strip()
+        if not pid:
+            out.rejected.append((line, "empty patient_id"))
+        elif not cond:
+            out.rejected.append((line, "empty condition"))
+        else:
+            try:
+                day = dt.date.fromisoformat(since) if since else None
+            except ValueError:
+                out.rejected.append((line, "since is not a YYYY-MM-DD date"))
+                continue
+            out.rows.append({"patient_id": pid, "condition": cond, "since": day})
     return out
 
 
@@ -82,11 +65,5 @@ def load_known_conditions(store, path: str | os.PathLike) -> ConditionsParse:
             "source": pa.array([parsed.source] * len(parsed.rows), pa.string()),
         })
         store.run("known_conditions_upsert", kc=kc)
-    if parsed.rejected:
-        now = dt.datetime.now()
-        rej = pa.table({"source": pa.array([parsed.source] * len(parsed.rejected), pa.string()),
-                        "line": pa.array([n for n, _ in parsed.rejected], pa.int32()),
-                        "reason": pa.array([r for _, r in parsed.rejected], pa.string()),
-                        "loaded_at": pa.array([now] * len(parsed.rejected), pa.timestamp("us"))})
-        store.run("dxa_rejected_insert", {"source": parsed.source}, rej=rej)
+    record_rejected(store, parsed.source, parsed.rejected)  # a fixed file clears its old rejections
     return parsed

@@ -46,49 +46,73 @@ def _t(value: str, site: str) -> float | None:
     return x
 
 
+def source_id(prefix: str, path: Path) -> str:
+    """A name for a loaded file that carries no part of its path: ``prefix-<hash>``."""
+    return f"{prefix}-" + hashlib.sha256(os.fsencode(path.resolve())).hexdigest()[:12]
+
+
+def csv_rows(path: Path, *, label: str, required: tuple[str, ...], expected: tuple[str, ...]):
+    """Yield ``(line, row)`` for each data row of a UTF-8 CSV (header names stripped).
+
+    A problem with the file as a whole (missing, not UTF-8, not CSV, a
+    required column absent) is a :class:`DxaFileError` that names the
+    ``label`` ("DXA table") and the fix; problems with one row are the caller's.
+    """
+    if not path.is_file():
+        raise DxaFileError(f"{label} {path} not found")
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            header = [h.strip() for h in (reader.fieldnames or [])]
+            missing = [c for c in required if c not in header]
+            if missing:
+                raise DxaFileError(f"{label} {path.name}: missing column(s) {', '.join(missing)}; "
+                                   f"expected header: {','.join(expected)}")
+            reader.fieldnames = header
+            for row in reader:
+                yield reader.line_num, row
+    except UnicodeDecodeError:
+        raise DxaFileError(f"{label} {path.name}: not UTF-8 text; save it as UTF-8 CSV") from None
+    except csv.Error as e:
+        raise DxaFileError(f"{label} {path.name}: not a readable CSV ({e})") from None
+
+
+def record_rejected(store: Store, source: str, rejected: list[tuple[int, str]]) -> None:
+    """Replace ``source``'s rejected lines in ``dxa_rejected`` (a fixed file clears yesterday's)."""
+    import pyarrow as pa
+
+    now = dt.datetime.now()
+    rej = pa.table({
+        "source": pa.array([source] * len(rejected), pa.string()),
+        "line": pa.array([ln for ln, _ in rejected], pa.int32()),
+        "reason": pa.array([r for _, r in rejected], pa.string()),
+        "loaded_at": pa.array([now] * len(rejected), pa.timestamp("us")),
+    })
+    store.run("dxa_rejected_insert", {"source": source}, rej=rej)
+
+
 def parse_dxa_csv(path: str | os.PathLike) -> DxaParse:
     p = Path(path)
-    if not p.is_file():
-        raise DxaFileError(f"DXA table {p} not found")
-    out = DxaParse(source="dxa-" + hashlib.sha256(os.fsencode(p.resolve())).hexdigest()[:12])
-    try:
-        _parse_into(p, out)
-    except UnicodeDecodeError:
-        raise DxaFileError(f"DXA table {p.name}: not UTF-8 text; save it as UTF-8 CSV") from None
-    except csv.Error as e:
-        raise DxaFileError(f"DXA table {p.name}: not a readable CSV ({e})") from None
+    out = DxaParse(source=source_id("dxa", p) if p.is_file() else "")
+    for line, row in csv_rows(p, label="DXA table", required=COLUMNS, expected=COLUMNS):
+        try:
+            pid = (row.get("patient_id") or "").strip()
+            if not pid:
+                raise ValueError("empty patient_id")
+            date = dt.date.fromisoformat((row.get("exam_date") or "").strip())
+            ts = {s: _t(row.get(s) or "", s) for s in T_SITES}
+        except ValueError as e:
+            msg = str(e)
+            reason = "bad_date" if "isoformat" in msg or "date" in msg else "bad_value"
+            if "patient_id" in msg:
+                reason = "missing_patient_id"
+            out.rejected.append((line, reason))
+            continue
+        if all(v is None for v in ts.values()):
+            out.rejected.append((line, "no_t_score"))
+            continue
+        out.rows.append({"patient_id": pid, "exam_date": date, **ts})
     return out
-
-
-def _parse_into(p: Path, out: DxaParse) -> None:
-    with p.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        missing = [c for c in COLUMNS if c not in header]
-        if missing:
-            raise DxaFileError(
-                f"DXA table {p.name}: missing column(s) {', '.join(missing)}; expected header: {','.join(COLUMNS)}"
-            )
-        reader.fieldnames = header
-        for row in reader:
-            line = reader.line_num
-            try:
-                pid = (row.get("patient_id") or "").strip()
-                if not pid:
-                    raise ValueError("empty patient_id")
-                date = dt.date.fromisoformat((row.get("exam_date") or "").strip())
-                ts = {s: _t(row.get(s) or "", s) for s in T_SITES}
-            except ValueError as e:
-                msg = str(e)
-                reason = "bad_date" if "isoformat" in msg or "date" in msg else "bad_value"
-                if "patient_id" in msg:
-                    reason = "missing_patient_id"
-                out.rejected.append((line, reason))
-                continue
-            if all(v is None for v in ts.values()):
-                out.rejected.append((line, "no_t_score"))
-                continue
-            out.rows.append({"patient_id": pid, "exam_date": date, **ts})
 
 
 def load_dxa(store: Store, path: str | os.PathLike) -> DxaParse:
@@ -109,13 +133,7 @@ def load_dxa(store: Store, path: str | os.PathLike) -> DxaParse:
         # keep the last row for a repeated (patient_id, exam_date) in one file
         store.run("dxa_upsert", dxa_rows=_last_per_key(tbl))
     # always replace this file's record, so a fixed file clears yesterday's rejections
-    rej = pa.table({
-        "source": pa.array([parsed.source] * len(parsed.rejected), pa.string()),
-        "line": pa.array([ln for ln, _ in parsed.rejected], pa.int32()),
-        "reason": pa.array([r for _, r in parsed.rejected], pa.string()),
-        "loaded_at": pa.array([now] * len(parsed.rejected), pa.timestamp("us")),
-    })
-    store.run("dxa_rejected_insert", {"source": parsed.source}, rej=rej)
+    record_rejected(store, parsed.source, parsed.rejected)
     return parsed
 
 
