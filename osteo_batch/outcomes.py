@@ -26,6 +26,11 @@ LOW_BONE_MASS_T = -1.0  # WHO: osteopenia or osteoporosis
 OSTEOPOROSIS_T = -2.5
 
 
+def _share(part: int, whole: int) -> float | None:
+    """part / whole, or None when there is nothing to divide (no flag, nobody tested)."""
+    return part / whole if whole else None
+
+
 @dataclass
 class Outcome:
     """The follow-up numbers of one group of flagged patients."""
@@ -42,19 +47,19 @@ class Outcome:
 
     @property
     def uptake(self) -> float | None:
-        return self.tested / self.flagged if self.flagged else None
+        return _share(self.tested, self.flagged)
 
     @property
     def uptake_acted_on(self) -> float | None:
-        return self.tested_acted_on / self.acted_on if self.acted_on else None
+        return _share(self.tested_acted_on, self.acted_on)
 
     @property
     def yield_low_bone_mass(self) -> float | None:
-        return self.low_bone_mass / self.tested if self.tested else None
+        return _share(self.low_bone_mass, self.tested)
 
     @property
     def yield_osteoporosis(self) -> float | None:
-        return self.osteoporosis / self.tested if self.tested else None
+        return _share(self.osteoporosis, self.tested)
 
     @property
     def median_days_to_dxa(self) -> float | None:

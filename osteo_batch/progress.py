@@ -55,6 +55,8 @@ class ProgressLog:
         self._emit(0, logging.DEBUG)
 
     def _emit(self, done: int, level: int) -> None:
+        if not self.log.isEnabledFor(level):  # called per batch: build nothing nobody reads
+            return
         elapsed = max(time.monotonic() - self.t0, 1e-9)
         rate = done / elapsed
         eta = (self.total - done) / rate if rate > 0 else None
