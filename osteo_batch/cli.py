@@ -188,6 +188,10 @@ def cmd_refer(args) -> int:
     return 0
 
 
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.0f}%"
+
+
 def cmd_outcomes(args) -> int:
     import json
 
@@ -207,10 +211,9 @@ def cmd_outcomes(args) -> int:
         print(f"{title}:")
         print(f"  {'':28}{'flagged':>8}{'tested':>8}{'uptake':>8}{'yield':>8}{'T<=-2.5':>8}{'days':>6}")
         for o in group:
-            pct = lambda x: "—" if x is None else f"{100 * x:.0f}%"  # noqa: E731
             days = "—" if o.median_days_to_dxa is None else f"{o.median_days_to_dxa:.0f}"
-            print(f"  {o.key[:28]:28}{o.flagged:>8}{o.tested:>8}{pct(o.uptake):>8}{pct(o.yield_low_bone_mass):>8}"
-                  f"{pct(o.yield_osteoporosis):>8}{days:>6}")
+            print(f"  {o.key[:28]:28}{o.flagged:>8}{o.tested:>8}{_pct(o.uptake):>8}{_pct(o.yield_low_bone_mass):>8}"
+                  f"{_pct(o.yield_osteoporosis):>8}{days:>6}")
     return 0
 
 
