@@ -49,6 +49,19 @@ def _probability(value: str) -> float:
     return x
 
 
+def _month(value: str) -> str:
+    """argparse type: a calendar month as YYYY-MM."""
+    import datetime as dt
+
+    try:
+        dt.date.fromisoformat(f"{value}-01")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value}: not a month; use YYYY-MM, like 2026-11") from None
+    if len(value) != 7:
+        raise argparse.ArgumentTypeError(f"{value}: not a month; use YYYY-MM, like 2026-11")
+    return value
+
+
 def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -557,7 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("report", help="write the monthly program report (HTML, with trend plots)")
     common(rp)
-    rp.add_argument("--month", help="YYYY-MM (default: this month)")
+    rp.add_argument("--month", type=_month, help="YYYY-MM (default: this month)")
     rp.add_argument("--dxa", type=_existing("file"), help="new DXA results to load first")
     rp.add_argument("--follow-up-days", type=int, default=365)
     rp.set_defaults(fn=cmd_report)

@@ -331,6 +331,9 @@ def test_outcomes_match_dxa_to_flags_exactly_as_counted_by_hand(run, tmp_path):
 
 def test_program_report_shows_the_months_numbers_trends_and_drift(run, tmp_path):
     s, _ = run
+    for bad in ("2026-13", "../../etc", "Nov"):
+        assert "not a month; use YYYY-MM" in one_line_error(cli("report", "--workdir", s.workdir, "--month", bad))
+    assert not (s.workdir / "program").exists() or not list((s.workdir / "program").glob("*etc*"))
     p = cli("report", "--workdir", s.workdir, "--month", (dt.date.today() - dt.timedelta(days=400)).strftime("%Y-%m"))
     assert p.returncode == 0, p.stderr
     path = Path(p.stdout.strip().rsplit("report: ", 1)[1])
