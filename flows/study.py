@@ -13,7 +13,7 @@ from prefect import flow, get_run_logger, task
 from osteo_batch import pipeline, study
 
 
-@task(name="train-model", task_run_name="train-{entry.backbone}-{entry.strategy}")
+@task(name="train-model", task_run_name="train-{entry.name}")
 def train_model(settings: pipeline.Settings, entry: study.GridEntry, out: str, truth: str | None,
                 masks: str | None) -> dict[str, Any]:
     return study.train_entry(settings, entry, out=Path(out), truth_csv=Path(truth) if truth else None,

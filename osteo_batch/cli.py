@@ -122,6 +122,14 @@ def _print_run(summary: dict) -> None:
         print(f"  {n:8d}  {reason}")
     if wl.get("excluded"):
         print("left out at or above the threshold: " + ", ".join(f"{n} {k}" for k, n in wl["excluded"].items()))
+    bad_dates = inst["by_reason"].get("ineligible:study_date", 0)
+    if bad_dates:
+        sw = summary.get("sweep", {})
+        detail = ", ".join(f"{n} {k}" for k, n in (sw.get("study_dates") or {}).items() if n)
+        print(f"untrusted study dates: {bad_dates} left out" + (f" ({detail})" if detail else "")
+              + f", judged against {sw.get('run_date')} ({sw.get('timezone')})")
+        if sw.get("study_dates_csv"):
+            print(f"study dates for the PACS administrator: {Path(sw['study_dates_csv']).resolve()}")
     if summary.get("run_page"):
         print(f"run summary: {Path(summary['run_page']).resolve()}")
     if wl.get("csv"):
@@ -266,21 +274,14 @@ def cmd_train(args) -> int:
     cfg = TrainConfig(backbone=args.backbone, weights=str(args.weights) if args.weights else None, epochs=args.epochs,
                       seed=args.seed, workers=args.workers, strategy=args.strategy,
                       masks=str(args.masks) if args.masks else None,
+                      marker_masks=str(args.marker_masks) if args.marker_masks else None,
+                      calibration=args.calibration,
                       label_sites=tuple(x.strip() for x in args.label_sites.split(",") if x.strip()))
     t0 = time.monotonic()
     with pipeline.open_store(s) as st:
         res = train(st, args.out, cfg, truth_csv=args.truth,
                     progress=lambda e, n, loss: _say(f"[train] epoch {e}/{n} loss {loss:.3f} ({time.monotonic() - t0:.0f} s)"))
-    v = res.card["validation"]
-    ceiling = res.card["ceiling"]["auc_validation"]
-    print(f"model {res.model_id} -> {Path(args.out).resolve()}")
-    bone = res.card.get("bone")
-    if bone:
-        print(f"looks at bone: IoU_bone {bone['iou_bone']:.3f} (random map {bone['iou_bone_random']:.3f}); "
-              f"occluding bone drops AUC by {bone['delta_bone']:.3f} (equal non-bone area: {bone['delta_nonbone']:.3f})")
-    print(f"validation AUC {v['auc']:.3f} (95% CI {v['auc_ci95'][0]:.3f}-{v['auc_ci95'][1]:.3f})"
-          + (f", known ceiling {ceiling:.3f}" if ceiling is not None else "")
-          + f"; threshold {v['threshold']:.4f}: sensitivity {v['sensitivity']:.2f}, specificity {v['specificity']:.2f}")
+    _print_model(res)
     return 0
 
 
@@ -299,23 +300,67 @@ def cmd_demo(args) -> int:
         _say("[demo] writing the synthetic archive (phantoms, not people) ...")
         c = synth.write_cohort(workdir, spec)
         _say(f"[demo] {c.n_files} files, {c.n_images} images; known ceiling AUC {c.ceiling_auc:.3f} ({time.monotonic() - t0:.0f} s)")
+    from osteo_batch import demo
+
     model_dir = workdir / "models" / "demo"
     if (model_dir / "config.json").is_file():
         _say(f"[demo] model already trained at {model_dir}; reusing it")
     else:
-        _say("[demo] fine-tuning the demo model on the CPU ...")
-        ns = argparse.Namespace(config=None, workdir=workdir, archive=workdir / "archive", dxa=workdir / "dxa.csv",
-                                workers=args.workers, backbone="dinov2_tiny_demo", weights=None, epochs=args.epochs,
-                                seed=0, out=model_dir, truth=workdir / "truth.csv", strategy="lora",
-                                masks=workdir / "bone_masks", label_sites="t_lumbar_spine,t_femoral_neck,t_total_hip")
-        cmd_train(ns)
+        t1 = time.monotonic()
+        _say("[demo] writing the site's historical radiographs paired with DXA (phantoms) ...")
+        h = demo.ensure_history(workdir / "history")
+        _say(f"[demo] {h.n_images or 'existing'} historical images ({time.monotonic() - t1:.0f} s)")
+        _say("[demo] fine-tuning from the phantom foundation with LoRA on the CPU ...")
+        t1 = time.monotonic()
+        res = demo.train_demo_model(workdir / "history", model_dir, demo.DemoTraining(epochs=args.epochs,
+                                                                                      workers=args.workers),
+                                    progress=lambda e, n, loss: _say(f"[train] epoch {e}/{n} loss {loss:.3f} "
+                                                                     f"({time.monotonic() - t1:.0f} s)"))
+        _print_model(res)
     _say("[demo] running the nightly flow ...")
     s = pipeline.load_settings(None, workdir=workdir, archive=workdir / "archive", model_dir=model_dir,
                                dxa_csv=workdir / "dxa.csv", workers=args.workers)
     summary = _run_flow(s, use_prefect=not args.no_prefect)
+    with pipeline.open_store(s, read_only=True) as st:
+        t = demo.tonight(st, _model_id(model_dir), workdir / "truth.csv")
+    if t.get("women", 0) >= 3:
+        print(f"tonight: {t['women']} women scored; score 10th-90th percentile {t['score_p10']:.3f}-{t['score_p90']:.3f} "
+              f"(median {t['score_p50']:.3f}); Spearman with low latent density {t['spearman_with_low_density']:.3f}")
     _print_run(summary)
     _say(f"[demo] finished in {time.monotonic() - t0:.0f} s")
     return 0
+
+
+def _model_id(model_dir: Path) -> str:
+    from osteo_batch.models.model import compute_model_id, read_config
+
+    return compute_model_id(Path(model_dir) / "model.safetensors", read_config(model_dir))
+
+
+def _print_model(res) -> None:
+    """What a fine-tune produced, on the split its figures come from."""
+    c = res.card
+    v, bone, ceiling = c["validation"], c.get("bone"), c["ceiling"]["auc_validation"]
+    split = "held-out test" if c["data"].get("reported_on") == "test" else "validation"
+    print(f"model {res.model_id} -> {Path(res.model_dir).resolve()}")
+    if c.get("foundation"):
+        f = c["foundation"]
+        print(f"from foundation {f['name']} (sha256 {f['sha256'][:12]}...)"
+              + ("; phantoms only, not for patients" if not c.get("for_patients") else ""))
+    if bone:
+        line = (f"looks at bone: IoU_bone {bone['iou_bone']:.3f} (random map {bone['iou_bone_random']:.3f}); "
+                f"occluding bone drops AUC by {bone['delta_bone']:.3f} (equal non-bone area: {bone['delta_nonbone']:.3f})")
+        if bone.get("marker_heat_share") is not None:
+            line += (f"; heat on the side marker {bone['marker_heat_share']:.1%} "
+                     f"(it covers {bone['marker_area_share']:.1%} of the image)")
+        print(line)
+    ratio = f" = {v['auc'] / ceiling:.2f} of the known ceiling {ceiling:.3f}" if ceiling else ""
+    print(f"{split} AUC {v['auc']:.3f} (95% CI {v['auc_ci95'][0]:.3f}-{v['auc_ci95'][1]:.3f}, "
+          f"{c['data']['val_patients']} women){ratio}; ECE {c['calibration']['ece']:.3f}; "
+          f"threshold {v['threshold']:.3f}: sensitivity {v['sensitivity']:.2f}, specificity {v['specificity']:.2f}, "
+          f"PPV {v['ppv']:.2f}")
+    for b in c.get("bands") or []:
+        print(f"  {b['band']:>15}: {b['text']}")
 
 
 def cmd_calibrate(args) -> int:
@@ -371,7 +416,7 @@ def cmd_study(args) -> int:
             synth.write_cohort(cohort_dir, study.demo_spec())
         archive, dxa = cohort_dir / "archive", cohort_dir / "dxa.csv"
         truth, masks = cohort_dir / "truth.csv", cohort_dir / "bone_masks"
-        grid = study.demo_grid(epochs=args.epochs or 8)
+        grid = study.demo_grid(epochs=args.epochs or 6)
     else:
         if not (args.archive and args.dxa and args.grid):
             raise CliError("study needs --archive, --dxa and --grid (or --demo)")
@@ -386,11 +431,11 @@ def cmd_study(args) -> int:
                          truth=str(truth) if truth else None, masks=str(masks) if masks else None,
                          workers=args.workers)
     data = json.loads(Path(report).read_text())
-    print(f"{'backbone':20}{'strategy':>9}{'AUC':>8}{'95% CI':>16}{'sens':>7}{'spec':>7}{'Δbone':>8}{'IoU_bone':>9}")
+    print(f"{'backbone':20}{'strategy':>9}{'init':>11}{'AUC':>8}{'95% CI':>16}{'sens':>7}{'spec':>7}{'Δbone':>8}{'IoU_bone':>9}")
     for r in data["rows"]:
         ci = f"{r['auc_ci'][0]:.3f}-{r['auc_ci'][1]:.3f}"
         fmt = lambda x: "—" if x is None else f"{x:.3f}"  # noqa: E731
-        print(f"{r['backbone']:20}{r['strategy']:>9}{r['auc']:8.3f}{ci:>16}{r['sensitivity']:7.2f}{r['specificity']:7.2f}"
+        print(f"{r['backbone']:20}{r['strategy']:>9}{r.get('init', ''):>11}{r['auc']:8.3f}{ci:>16}{r['sensitivity']:7.2f}{r['specificity']:7.2f}"
               f"{fmt(r['delta_bone']):>8}{fmt(r['iou_bone']):>9}")
     if data["ceiling_auc"] is not None:
         print(f"known ceiling AUC {data['ceiling_auc']:.3f}; random-map IoU_bone {data['iou_bone_random']:.3f}; "
@@ -451,7 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="End to end on synthetic phantoms: archive, DXA table, model, nightly flow, worklist.",
                        epilog=EPILOG)
     d.add_argument("--workdir", type=Path, default=Path("demo-run"), help="where to put everything (default: demo-run)")
-    d.add_argument("--epochs", type=int, default=20, help="training epochs (default: 20)")
+    d.add_argument("--epochs", type=int, default=8, help="fine-tuning epochs (default: 8)")
     d.add_argument("--seed", type=int, default=synth_seed(), help="cohort seed (default: fixed)")
     d.add_argument("--workers", type=int, default=2, help="decode worker processes (default: 2)")
     d.add_argument("--no-prefect", action="store_true", help="run the stages in-process without Prefect")
@@ -507,6 +552,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="LoRA adapters (default), linear probe on a frozen backbone, or full fine-tune")
     t.add_argument("--masks", type=_existing("directory"),
                    help="folder of <SOP Instance UID>.png bone masks: reports Δbone and IoU_bone on the card")
+    t.add_argument("--marker-masks", type=_existing("directory"),
+                   help="folder of <SOP Instance UID>.png side-marker masks: reports the heat on the marker")
+    t.add_argument("--calibration", choices=("platt", "isotonic"),
+                   help="fit this calibration, the threshold and the bands on part of the held-out women; "
+                        "every figure on the card then comes from the rest (a test split)")
     t.add_argument("--label-sites", default="t_lumbar_spine,t_femoral_neck,t_total_hip",
                    help="DXA sites whose minimum T-score sets the WHO label (default: all three)")
     t.add_argument("--epochs", type=int, default=20)

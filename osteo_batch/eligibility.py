@@ -5,10 +5,20 @@ a rule file a coordinator can read beats a chain of ``if``s. The model follows
 MONAI Deploy's series selector: named rules, each a list of conditions (equals,
 in, regex, numeric range); AND within a rule, OR across rules. The shipped
 defaults live in ``osteo_batch/defaults/eligibility.toml``.
+
+One check is built in and applies whatever the rules say: a study date a
+program must not trust makes a file ``ineligible:study_date`` (an age computed
+from it would be wrong). That is a study date after the run date (today in the
+archive's time zone, ``[archive] timezone``), before 1900, or a StudyDate the
+header holds but that does not parse as a date. Unlike the rules, whose verdict
+is kept until the rules or the file change, this one is re-derived every night
+(``sql/eligibility_inputs.sql``): a date in the future becomes plausible when
+its day arrives.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import re
@@ -17,8 +27,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from osteo_batch.reasons import Reason
+
 DEFAULT_RULES = Path(__file__).parent / "defaults" / "eligibility.toml"
 _TESTS = ("equals", "in", "regex", "min", "max")
+
+#: The eligibility reason of the built-in study date check.
+STUDY_DATE_REASON = Reason.STUDY_DATE.value
+#: Study dates before this day are not trusted.
+EARLIEST_STUDY_DATE = dt.date(1900, 1, 1)
+#: What is wrong with an untrusted study date (``study_date_problem`` in
+#: ``sql/eligibility_inputs.sql`` and ``sql/study_dates.sql``) -> what it means.
+STUDY_DATE_PROBLEMS = {
+    "after_run_date": "after the run date",  # today in the archive's time zone
+    "before_1900": "before 1900",
+    "unparseable": "not a date",  # a StudyDate that is not YYYYMMDD, and no other date to go by
+}
+
+
+def study_date_params(run_date: dt.date) -> dict[str, dt.date]:
+    """The parameters of the study date check, for the SQL that applies it."""
+    return {"run_date": run_date, "earliest": EARLIEST_STUDY_DATE}
 
 
 class RuleError(ValueError):

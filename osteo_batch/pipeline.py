@@ -38,6 +38,7 @@ def is_user_error(e: BaseException) -> bool:
     from osteo_batch.eligibility import RuleError
     from osteo_batch.models.backbones import UnknownBackboneError
     from osteo_batch.models.model import ModelDirError
+    from osteo_batch.models.pretrain import FoundationError
     from osteo_batch.models.train import TrainingDataError
     from osteo_batch.referrals import ReferralError
     from osteo_batch.store import StoreError
@@ -45,7 +46,7 @@ def is_user_error(e: BaseException) -> bool:
     from osteo_batch.sweep import ArchiveEmptyError
 
     return isinstance(e, (SettingsError, GridError, StoreError, ReferralError, ModelDirError, DxaFileError, RuleError, UnknownBackboneError,
-                          TrainingDataError, ArchiveEmptyError, FileNotFoundError, NotADirectoryError,
+                          TrainingDataError, ArchiveEmptyError, FoundationError, FileNotFoundError, NotADirectoryError,
                           PermissionError))
 
 
@@ -76,6 +77,23 @@ class Settings:
     known_conditions_csv: Path | None = None  # patients with known osteoporosis or treatment
     sites: dict[str, str] | None = None  # InstitutionName -> site shown on the worklists
     store_wait_s: float = 60.0
+    timezone: str | None = None  # the archive's IANA time zone ([archive] timezone); None: this machine's
+
+    def zone(self) -> dt.tzinfo | None:
+        """The archive's time zone (None: this machine's local time zone)."""
+        return _zone(self.timezone) if self.timezone else None
+
+    def run_date(self, now: dt.datetime | None = None) -> dt.date:
+        """Today in the archive's time zone: study dates after it are not trusted.
+
+        ``now`` (an aware datetime) stands for the present moment when given.
+        """
+        zone = self.zone()
+        if now is None:
+            now = dt.datetime.now(dt.timezone.utc)
+        elif now.tzinfo is None:
+            raise ValueError("run_date(now=...) needs an aware datetime")
+        return now.astimezone(zone).date()  # astimezone(None): this machine's local time zone
 
     @property
     def store_path(self) -> Path:
@@ -141,11 +159,25 @@ class Settings:
         return cls(**{k: (Path(v) if k in _PATH_KEYS and v is not None else v) for k, v in d.items()})
 
 
+def _zone(name: str) -> dt.tzinfo:
+    """The IANA time zone ``name``, or a SettingsError that says how to write one."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        if not isinstance(name, str) or not name.strip() or name != name.strip():
+            raise ValueError(name)
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise SettingsError(f"[archive] timezone = {name!r} is not an IANA time zone name; "
+                            "write it like \"Europe/Berlin\", \"America/New_York\" or \"UTC\"") from None
+
+
 _PATH_KEYS = {"workdir", "archive", "model_dir", "dxa_csv", "rules_file", "config_file", "known_conditions_csv"}
 _RUN_KEYS = {"batch_size": int, "workers": int, "device": str, "precision": str, "threshold": float,
              "dxa_lookback_days": int, "store_wait_s": float, "shards": int, "compile": bool, "commit_every": int}
 _WORKLIST_KEYS = {"dxa_lookback_days": int, "dxa_lookback_days_near": int, "referred_days": int,
                   "declined_days": int, "unreachable_days": int, "dxa_done_days": int, "known_conditions": str}
+_ARCHIVE_KEYS = {"timezone": str}
 
 
 def _typed_table(doc: dict[str, Any], name: str, keys: dict[str, type], fname: str) -> dict[str, Any]:
@@ -165,7 +197,8 @@ def _typed_table(doc: dict[str, Any], name: str, keys: dict[str, type], fname: s
 
 
 def load_settings(config: str | os.PathLike | None, **overrides: Any) -> Settings:
-    """Settings from an optional TOML file (``[run]`` table, ``[[rule]]`` entries), then overrides."""
+    """Settings from an optional TOML file (``[run]``, ``[worklist]``, ``[archive]`` tables, ``[sites]``,
+    ``[[rule]]`` entries), then overrides."""
     values: dict[str, Any] = {}
     rules_file = None
     if config:
@@ -177,6 +210,13 @@ def load_settings(config: str | os.PathLike | None, **overrides: Any) -> Setting
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise SettingsError(f"config file {p.name}: {e}") from None
         values.update(_typed_table(doc, "run", _RUN_KEYS, p.name))
+        archive_table = _typed_table(doc, "archive", _ARCHIVE_KEYS, p.name)
+        if "timezone" in archive_table:
+            try:
+                _zone(archive_table["timezone"])
+            except SettingsError as e:
+                raise SettingsError(f"config file {p.name}: {e}") from None
+            values["timezone"] = archive_table["timezone"]
         for k, val in _typed_table(doc, "worklist", _WORKLIST_KEYS, p.name).items():
             if k == "known_conditions":
                 values["known_conditions_csv"] = (p.parent / val) if not Path(val).is_absolute() else Path(val)
@@ -196,6 +236,7 @@ def load_settings(config: str | os.PathLike | None, **overrides: Any) -> Setting
     if rules_file and "rules_file" not in values:
         values["rules_file"] = rules_file
     s = Settings(**values)
+    s.zone()  # a bad time zone given as an override is a one-line error too
     if (s.batch_size is not None and s.batch_size < 1) or s.workers < 0 or s.shards < 0 or s.commit_every < 1:
         raise SettingsError("batch_size and commit_every must be >= 1, workers and shards >= 0")
     return s
@@ -262,19 +303,32 @@ def load_dxa_stage(settings: Settings, run_id: str) -> dict[str, Any]:
 
 @_timed
 def sweep_stage(settings: Settings, run_id: str, model_id: str | None = None) -> dict[str, Any]:
-    """Index the archive; statuses reflect scores from ``model_id`` (any model when None)."""
-    from osteo_batch.eligibility import load_rules
-    from osteo_batch.sweep import by_reason, sweep
+    """Index the archive; statuses reflect scores from ``model_id`` (any model when None).
+
+    Study dates are judged against today in the archive's time zone; files left
+    out for one (``ineligible:study_date``) are counted by what is wrong and, when
+    there are any, listed in ``runs/run-<run_id>-study-dates.csv`` for the PACS
+    administrator (accession, study date, SOP Instance UID; no names).
+    """
+    from osteo_batch.eligibility import STUDY_DATE_PROBLEMS, load_rules
+    from osteo_batch.run_summary import write_study_dates_csv
+    from osteo_batch.sweep import by_reason, study_date_files, sweep
 
     if not settings.archive or not Path(settings.archive).is_dir():
         raise SettingsError(f"archive {settings.archive} is not a directory; pass --archive DIR")
     rules = load_rules(settings.rules_file)
+    run_date = settings.run_date()
     with open_store(settings) as st:
         from osteo_batch.progress import ProgressLog
 
         res = sweep(st, settings.archive, run_id=run_id, rules=rules, model_id=model_id, workers=settings.workers or None,
-                    progress=ProgressLog("sweeping: headers read", 0, unit="files"))
+                    progress=ProgressLog("sweeping: headers read", 0, unit="files"), run_date=run_date)
         reasons = st.rows("status_counts")
+        bad_dates = study_date_files(st, run_date)
+    problems = {k: 0 for k in STUDY_DATE_PROBLEMS}
+    for r in bad_dates:
+        problems[r["problem"]] += 1
+    csv_path = write_study_dates_csv(settings.workdir, run_id, bad_dates) if bad_dates else None
     return {
         "files": res.files,
         "headers_read": res.read,
@@ -283,6 +337,10 @@ def sweep_stage(settings: Settings, run_id: str, model_id: str | None = None) ->
         "by_status": res.counts,
         "by_reason": by_reason(reasons),
         "conserved": res.conserved(),
+        "run_date": run_date.isoformat(),
+        "timezone": settings.timezone or f"local ({dt.datetime.now().astimezone().tzname()})",
+        "study_dates": problems,  # untrusted study dates by what is wrong (all are ineligible:study_date)
+        "study_dates_csv": str(csv_path) if csv_path else None,
     }
 
 
@@ -395,6 +453,7 @@ def score_summary(planned: dict[str, Any], loaded: dict[str, Any]) -> dict[str, 
 def explain_stage(settings: Settings, run_id: str) -> dict[str, Any]:
     """Grad-CAM heat maps for flagged images that have none from this model."""
     from osteo_batch.explain import explain, record
+    from osteo_batch.models.bands import raw_floor
     from osteo_batch.models.model import load_model_dir
     from osteo_batch.tensors import Item
 
@@ -402,7 +461,7 @@ def explain_stage(settings: Settings, run_id: str) -> dict[str, Any]:
     threshold = settings.threshold if settings.threshold is not None else model.config.threshold
     with open_store(settings, read_only=True) as st:
         todo = [Item(r["path"], r["sop_instance_uid"], None)
-                for r in st.rows("flagged_unexplained", {"model_id": model.model_id, "threshold": threshold})]
+                for r in st.rows("flagged_unexplained", {"model_id": model.model_id, "min_score": raw_floor(threshold)})]
     from osteo_batch.progress import ProgressLog
 
     done, failed = explain(model, todo, settings.workdir / "heatmaps", device=settings.device,

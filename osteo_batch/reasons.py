@@ -4,6 +4,9 @@ Rejections are data, not errors: every file that is not scored gets one of
 these stable codes in ``instances.reason`` and the run goes on. Eligibility
 failures are written ``ineligible:<rule>`` with the failing rule's name (see
 ``osteo_batch.eligibility``), so the vocabulary of those grows with the rules.
+One eligibility reason is built in and applies whatever the rules say:
+``ineligible:study_date``, a study date no program should trust (after the
+run date, before 1900, or unparseable), re-derived every night.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ class Reason(str, Enum):
     BLANK_IMAGE = "blank_image"
     DUPLICATE = "duplicate_sop_instance_uid"
     AWAITING_SCORE = "awaiting_score"
+    STUDY_DATE = "ineligible:study_date"  # built-in eligibility check, see osteo_batch.eligibility
 
     def __str__(self) -> str:  # so f-strings and Arrow columns get the code
         return self.value
@@ -47,4 +51,6 @@ DESCRIPTIONS: dict[str, str] = {
     Reason.BLANK_IMAGE.value: "no contrast at all after the display pipeline (e.g. Rescale Slope 0)",
     Reason.DUPLICATE.value: "same SOP Instance UID as another file (the first path in sort order is kept)",
     Reason.AWAITING_SCORE.value: "eligible, not scored yet by the current model",
+    Reason.STUDY_DATE.value: "study date after the run date (archive's local date), before 1900, or unparseable: "
+                             "the age cannot be trusted; listed for the PACS administrator",
 }

@@ -4,11 +4,18 @@ Counts only, never patient data: files swept and their statuses, rejections
 by reason, eligible, scored and flagged counts, the model and its threshold,
 and how long each stage took. Program staff read it to see that a night went
 right; the markdown version is what Prefect shows beside the flow run.
+
+Files left out for a study date no program should trust are counted here, and
+listed for the PACS administrator in a CSV beside the run page
+(``runs/run-<run_id>-study-dates.csv``: accession, study date, SOP Instance
+UID, what is wrong; no patient names), so the archive can be corrected.
 """
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -16,6 +23,9 @@ from typing import Any
 from osteo_batch.report import DISCLAIMER, render
 
 STAGE_ORDER = ("dxa", "sweep", "score", "explain", "worklist")
+
+#: Columns of the study date list for the PACS administrator (no patient names).
+STUDY_DATE_COLUMNS = ("accession_number", "study_date", "sop_instance_uid", "reason", "problem")
 
 
 def headline(s: dict[str, Any]) -> dict[str, Any]:
@@ -35,7 +45,51 @@ def headline(s: dict[str, Any]) -> dict[str, Any]:
         "by_status": inst.get("by_status", {}),
         "by_reason": inst.get("by_reason", {}),
         "stages": [(k, s[k].get("seconds")) for k in STAGE_ORDER if isinstance(s.get(k), dict)],
+        **_study_dates(s),
     }
+
+
+def _study_dates(s: dict[str, Any]) -> dict[str, Any]:
+    """Untrusted study dates: the count (from the store at the end of the run when known), by problem, the CSV."""
+    from osteo_batch.reasons import Reason
+
+    sw = s.get("sweep", {})
+    problems = sw.get("study_dates") or {}
+    by_reason = s.get("instances", {}).get("by_reason")
+    if by_reason is not None:
+        n = by_reason.get(Reason.STUDY_DATE.value, 0)
+    else:
+        n = sum(problems.values()) if "study_dates" in sw else None
+    csv_path = sw.get("study_dates_csv")
+    return {
+        "study_dates": n,
+        "study_date_problems": {k: v for k, v in problems.items() if v},
+        "study_dates_csv": Path(csv_path).name if csv_path else None,
+        "run_date": sw.get("run_date"),
+        "timezone": sw.get("timezone"),
+    }
+
+
+def study_dates_csv(rows: list[dict]) -> str:
+    """The untrusted study dates as CSV; text cells a spreadsheet would run as a formula are quoted,
+    as on the worklist CSV."""
+    from osteo_batch.reasons import Reason
+    from osteo_batch.worklist import _cell
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\r\n")
+    w.writerow(STUDY_DATE_COLUMNS)
+    for r in rows:
+        w.writerow([_cell(r["accession_number"]), _cell(r["study_date"]), _cell(r["sop_instance_uid"]),
+                    Reason.STUDY_DATE.value, r["problem"]])
+    return buf.getvalue()
+
+
+def write_study_dates_csv(workdir: str | os.PathLike, run_id: str, rows: list[dict]) -> Path:
+    """``runs/run-<run_id>-study-dates.csv`` (0600, in a 0700 folder), beside the run page."""
+    from osteo_batch.outputs import write_private
+
+    return write_private(Path(workdir) / "runs" / f"run-{run_id}-study-dates.csv", study_dates_csv(rows))
 
 
 def summary_markdown(s: dict[str, Any]) -> str:
@@ -51,6 +105,7 @@ def summary_markdown(s: dict[str, Any]) -> str:
         f"flagged: {h['flagged']}, on the worklist: {h['listed']}, heat maps tonight: {h['explained']}",
         "- left out at or above the threshold: "
         + (", ".join(f"{n} {k}" for k, n in h["excluded"].items()) or "none"),
+        *([_study_dates_line(h)] if h["study_dates"] is not None else []),
         "",
         "| status or reason | files |",
         "|---|---|",
@@ -65,13 +120,24 @@ def summary_markdown(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _study_dates_line(h: dict[str, Any]) -> str:
+    line = (f"- untrusted study dates (ineligible:study_date, judged against {h['run_date']}, {h['timezone']}): "
+            f"{h['study_dates']}")
+    if h["study_date_problems"]:
+        line += " (" + ", ".join(f"{n} {k}" for k, n in h["study_date_problems"].items()) + ")"
+    if h["study_dates_csv"]:
+        line += f"; accessions for the PACS administrator: `{h['study_dates_csv']}` beside the run page"
+    return line
+
+
 def write_run_page(workdir: str | os.PathLike, summary: dict[str, Any], *, status: str = "finished") -> Path:
     """``runs/run-<run_id>.html`` (0600)."""
+    from osteo_batch.eligibility import STUDY_DATE_PROBLEMS
     from osteo_batch.outputs import write_private
     from osteo_batch.reasons import DESCRIPTIONS
 
     h = headline(summary)
-    html = render("run.html.j2", s=summary, h=h, status=status, reasons=DESCRIPTIONS,
+    html = render("run.html.j2", s=summary, h=h, status=status, reasons=DESCRIPTIONS, problems=STUDY_DATE_PROBLEMS,
                   generated=dt.datetime.now().isoformat(timespec="seconds"),
                   worklist_file=Path(summary["worklist"]["worklist"]).name if summary.get("worklist") else None)
     return write_private(Path(workdir) / "runs" / f"run-{summary['run_id']}.html", html)

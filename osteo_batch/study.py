@@ -40,8 +40,14 @@ class GridEntry:
     lr: float | None = None
 
     @property
+    def init(self) -> str:
+        """"foundation" (pretrained weights given) or "random"."""
+        return "foundation" if self.weights else "random"
+
+    @property
     def name(self) -> str:
-        return f"{self.backbone}-{self.strategy}"
+        """The model folder (and its checkpoint): the two inits of one backbone never share one."""
+        return f"{self.backbone}-{self.strategy}-{self.init}"
 
 
 class GridError(ValueError):
@@ -66,9 +72,16 @@ def load_grid(path: str | Path) -> list[GridEntry]:
     return entries
 
 
-def demo_grid(epochs: int = 8) -> list[GridEntry]:
-    """The three strategies on the demo backbone; a full fine-tune from random weights gets twice the epochs."""
-    return [GridEntry("dinov2_tiny_demo", s, epochs=epochs * (2 if s == "full" else 1)) for s in STRATEGIES]
+def demo_grid(epochs: int = 6) -> list[GridEntry]:
+    """The paper's grid on phantoms: each strategy from the phantom foundation and from random weights.
+
+    Both inits get the same epochs and learning rates, so a row differs from
+    its pair only by where the backbone started.
+    """
+    from osteo_batch.foundations import PHANTOM
+
+    return [GridEntry("dinov2_tiny_demo", s, weights=w, epochs=epochs)
+            for s in STRATEGIES for w in (str(PHANTOM), None)]
 
 
 def train_entry(settings, entry: GridEntry, *, out: Path, truth_csv: Path | None, masks: Path | None,
@@ -81,6 +94,7 @@ def train_entry(settings, entry: GridEntry, *, out: Path, truth_csv: Path | None
         backbone=entry.backbone, weights=entry.weights, strategy=entry.strategy, epochs=entry.epochs,
         lr=entry.lr or DEFAULT_LR[entry.strategy], seed=seed, workers=settings.workers,
         masks=str(masks) if masks else None, cache_dir=str(out / "cache"),
+        marker_masks=str(Path(masks).parent / "marker_masks") if masks else None,
     )
     t0 = time.monotonic()
     with open_store(settings, read_only=True) as st:
@@ -90,6 +104,9 @@ def train_entry(settings, entry: GridEntry, *, out: Path, truth_csv: Path | None
     return {
         "backbone": entry.backbone,
         "strategy": entry.strategy,
+        "init": entry.init,
+        "name": entry.name,
+        "foundation": (c.get("foundation") or {}).get("name"),
         "model_id": res.model_id,
         "auc": v["auc"],
         "auc_ci": v["auc_ci95"],
@@ -103,6 +120,7 @@ def train_entry(settings, entry: GridEntry, *, out: Path, truth_csv: Path | None
         "delta_nonbone": bone.get("delta_nonbone"),
         "iou_bone": bone.get("iou_bone"),
         "iou_bone_random": bone.get("iou_bone_random"),
+        "marker_heat_share": bone.get("marker_heat_share"),
         "ceiling_auc": c["ceiling"]["auc_validation"],
         "trainable_parameters": c["trainable_parameters"],
         "seconds": round(time.monotonic() - t0, 1),
@@ -124,22 +142,47 @@ def write_report(out: Path, rows: list[dict[str, Any]], *, grid: list[GridEntry]
     ceilings = {r["ceiling_auc"] for r in rows if r.get("ceiling_auc") is not None}
     best = max(rows, key=lambda r: r["auc"]) if rows else None
     report = {
+        "finding": finding(rows),
         "source": source,
         "ceiling_auc": ceilings.pop() if len(ceilings) == 1 else None,
         "rows": rows,
         "iou_bone_random": mean("iou_bone_random"),
         "delta_nonbone": mean("delta_nonbone"),
-        "best": {"backbone": best["backbone"], "strategy": best["strategy"], "auc": best["auc"]} if best else None,
+        "best": {"backbone": best["backbone"], "strategy": best["strategy"], "auc": best["auc"],
+                 "init": best.get("init")} if best else None,
         "grid": [asdict(g) for g in grid],
     }
     write_private(out / "report.json", json.dumps(report, indent=2))
     curves = {}
     for r in rows:
-        card = json.loads((out / "models" / f"{r['backbone']}-{r['strategy']}" / "card.json").read_text())
-        curves[f"{r['backbone']} {r['strategy']} ({r['auc']:.3f})"] = card["validation"]["roc"]
+        card = json.loads((out / "models" / r.get("name", f"{r['backbone']}-{r['strategy']}") / "card.json").read_text())
+        curves[f"{r['strategy']} {r.get('init', '')} ({r['auc']:.3f})"] = card["validation"]["roc"]
     roc = "data:image/png;base64," + base64.b64encode(plots.roc_png(curves)).decode() if curves else None
     write_private(out / "report.html", render("study.html.j2", report=report, roc=roc))
     return out / "report.json"
+
+
+def finding(rows: list[dict[str, Any]]) -> str | None:
+    """One sentence on LoRA from a foundation, from the rows themselves (None without a pair to compare)."""
+    by = {(r["backbone"], r["strategy"], r.get("init")): r for r in rows}
+    pairs = [(k[0], k[1], by[k], by.get((k[0], k[1], "random"))) for k in by if k[2] == "foundation"]
+    pairs = [p for p in pairs if p[3] is not None]
+    if not pairs:
+        return None
+    wins = sum(f["auc"] > r["auc"] for _, _, f, r in pairs)
+    head = ("Every strategy from the foundation beat its random-weight twin" if wins == len(pairs)
+            else f"The foundation beat random weights in {wins} of {len(pairs)} strategies")
+    text = head + " on the same held-out women"
+    lora = [p for p in pairs if p[1] == "lora"]
+    if lora:
+        _, _, f, r = lora[0]
+        text += (f"; LoRA from the foundation reached AUC {f['auc']:.3f} against {r['auc']:.3f} from random weights, "
+                 f"training {f['trainable_parameters']:,} parameters")
+        full = by.get((f["backbone"], "full", "foundation"))
+        if full:
+            text += f" where a full fine-tune trains {full['trainable_parameters']:,} and reached {full['auc']:.3f}"
+    best = max(rows, key=lambda r: r["auc"])
+    return text + f". Best: {best['strategy']} from {best.get('init', 'random')} weights, AUC {best['auc']:.3f}."
 
 
 def demo_spec():

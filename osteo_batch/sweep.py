@@ -6,7 +6,8 @@ or changed files have their headers read (in parallel processes, headers only),
 and the index is written as Arrow batches, never row by row. Eligibility is then
 re-evaluated for every readable file from the stored header keywords, so a
 changed rule file takes effect without re-reading the archive, and statuses
-are derived in SQL (``sql/resolve_status.sql``).
+are derived in SQL (``sql/resolve_status.sql``). The built-in study date check
+(``ineligible:study_date``) is re-derived against each night's run date.
 
 Conservation: every regular file under the archive has exactly one row after a
 sweep, so files swept = scored + ineligible + duplicate + rejected + pending.
@@ -14,6 +15,7 @@ sweep, so files swept = scored + ineligible + duplicate + rejected + pending.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 
 from osteo_batch.archive import walk
 from osteo_batch.dicom.headers import HeaderResult, read_header
-from osteo_batch.eligibility import Rules, load_rules
+from osteo_batch.eligibility import STUDY_DATE_REASON, Rules, load_rules, study_date_params
 from osteo_batch.store import Store
 
 #: Below this many files, a process pool costs more than it saves.
@@ -104,23 +106,40 @@ def _rows_table(results: list[HeaderResult], sizes: dict[str, tuple[int, int]], 
     ).append_column("swept_run_id", pa.array([run_id] * n))
 
 
-def apply_rules(store: Store, rules: Rules) -> int:
+def apply_rules(store: Store, rules: Rules, run_date: dt.date | None = None) -> int:
     """Evaluate eligibility from stored headers; returns how many files were evaluated.
 
     Only files not yet judged by these exact rules are evaluated (new or
     changed files, or every file after a rule change), so an unchanged night
     costs nothing here and a rule change needs no re-read of the archive.
+    Files whose study date check answers otherwise on ``run_date`` (today on
+    this machine when None) than when they were judged are evaluated again: a
+    study date after the run date, before 1900 or unparseable makes a file
+    ``ineligible:study_date`` whatever the rules say, until its date is fine.
     """
     import pyarrow as pa
 
+    params = {"digest": rules.digest, **study_date_params(run_date or dt.date.today())}
     paths, reasons = [], []
-    for row in store.rows("eligibility_inputs", {"digest": rules.digest}):
-        header = json.loads(row["header"]) if row["header"] else {}
+    for row in store.rows("eligibility_inputs", params):
         paths.append(row["path"])
+        if row["study_date_problem"]:
+            reasons.append(STUDY_DATE_REASON)  # the age was computed from a date we cannot trust
+            continue
+        header = json.loads(row["header"]) if row["header"] else {}
         reasons.append(rules.reason(header, {"age": row["age"]}))
     elig = pa.table({"path": pa.array(paths, pa.string()), "eligibility_reason": pa.array(reasons, pa.string())})
     store.run("eligibility_update", {"digest": rules.digest}, elig=elig)
     return len(paths)
+
+
+def study_date_files(store: Store, run_date: dt.date) -> list[dict]:
+    """Files left out for an untrusted study date: accession_number, study_date, sop_instance_uid, problem.
+
+    ``problem`` is a key of :data:`osteo_batch.eligibility.STUDY_DATE_PROBLEMS`.
+    No patient names: this list is for the PACS administrator.
+    """
+    return store.rows("study_dates", study_date_params(run_date))
 
 
 STATUSES = ("scored", "ineligible", "duplicate", "rejected", "pending")
@@ -154,8 +173,13 @@ def sweep(
     workers: int | None = None,
     progress=None,
     batch: int = BATCH,
+    run_date: dt.date | None = None,
 ) -> SweepResult:
-    """Index ``archive`` into ``store``; statuses reflect scores from ``model_id``."""
+    """Index ``archive`` into ``store``; statuses reflect scores from ``model_id``.
+
+    ``run_date`` is the day study dates are judged against (today on this
+    machine when None; the pipeline passes today in the archive's time zone).
+    """
     listing = walk(archive)
     tbl = listing.table()
     before = store.scalar("count_instances")
@@ -175,7 +199,7 @@ def sweep(
         n_read += len(part)
         if progress:
             progress(n_read, len(changed))
-    apply_rules(store, rules or load_rules())
+    apply_rules(store, rules or load_rules(), run_date)
     counts = resolve_status(store, model_id)
     return SweepResult(
         files=len(listing), read=n_read, vanished=before - kept, counts=counts,

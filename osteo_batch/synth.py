@@ -65,7 +65,8 @@ class CohortSpec:
     share_j2k: float = 0.5
     share_rle: float = 0.2
     share_monochrome1: float = 0.35
-    reference_date: str = "2026-11-24"
+    reference_date: str = "2026-11-24"  # no study is dated after it
+    patient_prefix: str = "SYN"  # keeps two cohorts' patient IDs apart (the demo's history uses "HIS")
 
 
 @dataclass
@@ -105,6 +106,7 @@ class Cohort:
     n_images: int
     ceiling_auc: float
     plans: list[ImagePlan] = field(default_factory=list)
+    marker_masks: Path | None = None  # <SOP UID>.png: where the lead side marker lies
 
 
 # --------------------------------------------------------------------- truth
@@ -176,16 +178,20 @@ def plan_cohort(spec: CohortSpec) -> tuple[list[ImagePlan], list[dict], list[dic
     n_lateral_left = spec.n_lateral
     followups_left = spec.n_followups
     for i, (sex, age) in enumerate(people):
-        pid = f"SYN{i:05d}"
+        pid = f"{spec.patient_prefix}{i:05d}"
         z = latent_density(age, rng)
         study_day = ref - dt.timedelta(days=int(rng.integers(0, 900)))
-        birth = study_day - dt.timedelta(days=int(age * 365.25))
         name = _name(rng, i)
         truth.append({"patient_id": pid, "sex": sex, "latent_density": round(z, 4)})
         studies = [study_day]
         if sex == "F" and age >= 50 and followups_left > 0 and i % 7 == 3:
             followups_left -= 1
-            studies.append(study_day + dt.timedelta(days=int(rng.integers(200, 500))))
+            gap = dt.timedelta(days=int(rng.integers(200, 500)))
+            if study_day + gap > ref:  # the archive is as of the reference date: nothing after it
+                study_day = ref - gap - dt.timedelta(days=int(rng.integers(0, 60)))
+                studies = [study_day]
+            studies.append(study_day + gap)
+        birth = study_day - dt.timedelta(days=int(age * 365.25))  # age is her age at the first study
         for k, sday in enumerate(studies):
             views = ["PA"] if rng.random() < 0.8 else ["AP"]
             if n_lateral_left > 0 and k == 0 and i % 11 == 5:
@@ -267,11 +273,16 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], scale: float
     return out / (out.std() + 1e-9)
 
 
+#: Labels of the mask :func:`draw_phantom` returns.
+SPINE, RIBS, MARKER = 1, 2, 3
+
+
 def draw_phantom(plan: ImagePlan, work: int = 384) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
-    """Return (attenuation image at full size in [0, 1], bone label mask, display window (lo, hi) in [0, 1]).
+    """Return (attenuation image at full size in [0, 1], label mask, display window (lo, hi) in [0, 1]).
 
     The anatomy is drawn on a ``work``-pixel grid and upsampled; quantum noise is
-    added at full resolution. Mask labels: 1 spine, 2 ribs, 0 elsewhere.
+    added at full resolution. Mask labels: :data:`SPINE`, :data:`RIBS`, the lead
+    side marker :data:`MARKER`, 0 elsewhere.
     """
     rng = np.random.default_rng(plan.seed)
     h = work
@@ -337,6 +348,7 @@ def draw_phantom(plan: ImagePlan, work: int = 384) -> tuple[np.ndarray, np.ndarr
     mx, my = (0.3, 0.08) if rng.random() < 0.5 else (-0.33, 0.08)
     marker = (np.abs(x - mx) < 0.025) & (np.abs(y - my) < 0.03)
     att = np.where(marker, 1.6, att)
+    mask[marker] = MARKER
 
     # upsample to detector size and add quantum noise
     att_full = _resize(att.astype(np.float32), plan.rows, plan.cols)
@@ -431,7 +443,7 @@ def build_dataset(plan: ImagePlan, pixels: np.ndarray, window: tuple[float, floa
 
 
 def _write_one(args: tuple[ImagePlan, str, str]) -> str:
-    plan, archive, masks = args
+    plan, archive, masks, markers = args
     from PIL import Image
     from pydicom.uid import JPEG2000, RLELossless
 
@@ -449,7 +461,10 @@ def _write_one(args: tuple[ImagePlan, str, str]) -> str:
     out = Path(archive) / plan.filename
     out.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(out, enforce_file_format=True)
-    Image.fromarray(mask).save(Path(masks) / f"{plan.sop_instance_uid}.png", optimize=True)
+    bone = np.where(mask == MARKER, 0, mask).astype(np.uint8)  # bone_masks/ hold bone only
+    Image.fromarray(bone).save(Path(masks) / f"{plan.sop_instance_uid}.png", optimize=True)
+    marker = ((mask == MARKER) * 255).astype(np.uint8)
+    Image.fromarray(marker).save(Path(markers) / f"{plan.sop_instance_uid}.png", optimize=True)
     return plan.sop_instance_uid
 
 
@@ -476,15 +491,16 @@ def write_cohort(root: str | os.PathLike, spec: CohortSpec | None = None, *, wor
     """Write the archive, masks, DXA table and truth table under ``root``.
 
     Layout: ``root/archive`` (the DICOM files), ``root/bone_masks/<SOP UID>.png``
-    (beside, never inside, the archive), ``root/dxa.csv`` and ``root/truth.csv``.
+    and ``root/marker_masks/<SOP UID>.png`` (beside, never inside, the archive),
+    ``root/dxa.csv`` and ``root/truth.csv``.
     """
     spec = spec or CohortSpec()
     root = Path(root)
-    archive, masks = root / "archive", root / "bone_masks"
-    archive.mkdir(parents=True, exist_ok=True)
-    masks.mkdir(parents=True, exist_ok=True)
+    archive, masks, markers = root / "archive", root / "bone_masks", root / "marker_masks"
+    for d in (archive, masks, markers):
+        d.mkdir(parents=True, exist_ok=True)
     plans, dxa_rows, truth = plan_cohort(spec)
-    jobs = [(p, str(archive), str(masks)) for p in plans]
+    jobs = [(p, str(archive), str(masks), str(markers)) for p in plans]
     workers = workers or min(4, os.cpu_count() or 1)
     if workers > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
@@ -510,4 +526,4 @@ def write_cohort(root: str | os.PathLike, spec: CohortSpec | None = None, *, wor
     (root / "cohort.json").write_text(
         json.dumps({"spec": asdict(spec), "ceiling_auc": ceiling, "n_images": len(plans), "n_files": len(plans) + n_junk}, indent=2)
     )
-    return Cohort(archive, dxa_csv, truth_csv, masks, len(plans) + n_junk, len(plans), ceiling, plans)
+    return Cohort(archive, dxa_csv, truth_csv, masks, len(plans) + n_junk, len(plans), ceiling, plans, markers)

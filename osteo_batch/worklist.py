@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from osteo_batch.models.bands import DECIMALS, display, flagged
 from osteo_batch.models.model import risk_band
 from osteo_batch.outputs import write_private
 from osteo_batch.reasons import DESCRIPTIONS
@@ -140,7 +141,7 @@ def build_rows(candidates: list[dict], threshold: float, bands: dict[str, float]
     as_of = as_of or dt.date.today()
     rows, excluded, below = [], {}, 0
     for c in candidates:
-        if c["score"] < threshold:
+        if not flagged(c["score"], threshold):
             below += 1
             continue
         why = exclusion_for(c, rules, as_of)
@@ -160,6 +161,7 @@ def build_rows(candidates: list[dict], threshold: float, bands: dict[str, float]
                 "modality": c["modality"] or "",
                 "sop_instance_uid": c["sop_instance_uid"],
                 "score": c["score"],
+                "score_shown": f"{display(c['score']):.{DECIMALS}f}",  # the band is judged on this value
                 "band": risk_band(c["score"], bands),
                 "heatmap": data_uri_png(hm) if hm and hm.is_file() else None,
                 "last_dxa": c["last_dxa_date"].isoformat() if c.get("last_dxa_date") else None,
@@ -181,7 +183,7 @@ def to_csv(rows: list[dict]) -> str:
     w.writerow(CSV_COLUMNS)
     for r in rows:
         w.writerow([r["rank"], _cell(r["patient_id"]), _cell(r["name"]), "" if r["age"] is None else r["age"],
-                    r["study_date"], _cell(r["accession"]), _cell(r["site"]), f"{r['score']:.4f}", r["band"],
+                    r["study_date"], _cell(r["accession"]), _cell(r["site"]), r["score_shown"], r["band"],
                     r["last_dxa"] or "", "" if r["last_dxa_t"] is None else f"{r['last_dxa_t']:.1f}",
                     r["status"], r["status_date"]])
     return buf.getvalue()

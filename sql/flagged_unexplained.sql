@@ -1,8 +1,9 @@
--- Scored images at or above the threshold that have no heat map from this model yet.
+-- Scored images whose displayed score reaches the threshold ($min_score is
+-- models.bands.raw_floor(threshold)) and that have no heat map from this model yet.
 -- One image per SOP Instance UID (the copy that was scored).
 SELECT i.path, i.sop_instance_uid, s.score
 FROM instances AS i
 JOIN scores AS s ON s.sop_instance_uid = i.sop_instance_uid AND s.model_id = $model_id
 LEFT JOIN explanations AS e ON e.sop_instance_uid = i.sop_instance_uid AND e.model_id = $model_id
-WHERE i.status = 'scored' AND s.score >= $threshold AND e.heatmap IS NULL
+WHERE i.status = 'scored' AND s.score >= $min_score AND e.heatmap IS NULL
 ORDER BY s.score DESC, i.sop_instance_uid;

@@ -61,7 +61,7 @@ def test_bone_is_denser_in_the_image_when_latent_density_is_higher():
     lo_img, mask, lo_win = synth.draw_phantom(replace(base, z=-2.0))
     hi_img, _, hi_win = synth.draw_phantom(replace(base, z=2.0))
     assert lo_win == hi_win, "the display window must not depend on bone density"
-    bone = mask > 0
+    bone = np.isin(mask, (synth.SPINE, synth.RIBS))
     assert hi_img[bone].mean() > lo_img[bone].mean() + 0.01
     assert abs(hi_img[~bone].mean() - lo_img[~bone].mean()) < 0.01
 
@@ -75,3 +75,30 @@ def test_ceiling_is_the_auc_of_the_latent_density():
     z = rng.normal(size=5000)
     y = (z + rng.normal(0, 0.5, 5000)) < -1
     assert auc(y, -z) < 1.0
+
+
+def test_no_study_is_dated_after_the_reference_date():
+    """Follow-up studies 200-500 days after a first study must not land in the future."""
+    import datetime as dt
+
+    for spec in (synth.CohortSpec(), synth.CohortSpec(n_women=600, n_followups=200, seed=5)):
+        ref = dt.date.fromisoformat(spec.reference_date)
+        plans = synth.plan_cohort(spec)[0]
+        dates = [dt.datetime.strptime(p.study_date, "%Y%m%d").date() for p in plans]
+        assert max(dates) <= ref
+        # follow-ups still exist, each after its woman's first study
+        by_patient: dict[str, set] = {}
+        for p, d in zip(plans, dates):
+            by_patient.setdefault(p.patient_id, set()).add(d)
+        assert sum(len(v) > 1 for v in by_patient.values()) >= min(spec.n_followups, 15)
+
+
+def test_the_marker_has_a_mask_of_its_own(cohort_dir):
+    from PIL import Image
+
+    for plan in cohort_dir.plans[:6]:
+        bone = np.asarray(Image.open(cohort_dir.masks / f"{plan.sop_instance_uid}.png"))
+        marker = np.asarray(Image.open(cohort_dir.marker_masks / f"{plan.sop_instance_uid}.png")) > 0
+        assert marker.any() and set(np.unique(bone)) <= {0, synth.SPINE, synth.RIBS}
+        assert not (bone[marker] > 0).any(), "bone_masks/ hold bone only"
+        assert marker.mean() < 0.01

@@ -67,9 +67,11 @@ REGISTRY: dict[str, BackboneSpec] = {
             # LayerScale at 1: at its 1e-5 default, random blocks (and their LoRA) are all but silent
             kwargs={"embed_dim": 192, "depth": 4, "num_heads": 3, "global_pool": "avg", "init_values": 1.0},
             lora_targets=("qkv", "proj", "fc1", "fc2"),
-            # random weights have no features to adapt: the patch embedding learns in full
+            # from random weights there are no features to adapt: the patch embedding learns in full
+            # (from pretrained weights, such as the phantom foundation, only the head does; see train.py)
             lora_modules_to_save=("head", "patch_embed"),
-            note="DINOv2-architecture ViT cut to 4 blocks x 192 wide for CPU demos; random weights",
+            note=("DINOv2-architecture ViT cut to 4 blocks x 192 wide for CPU demos; its phantom foundation "
+                  "ships in osteo_batch/foundations (--weights), random weights without it"),
         ),
     )
 }
@@ -117,15 +119,24 @@ def resolve_weights(path: str | Path) -> Path:
 
 
 def load_backbone_weights(model, path: str | Path) -> dict[str, Any]:
-    """Load pretrained backbone weights into ``model`` (head excluded); returns provenance."""
-    import hashlib
+    """Load pretrained backbone weights into ``model`` (head excluded); returns provenance.
 
+    A ``manifest.json`` beside the weights (as the shipped phantom foundation
+    has) names the foundation and its intended use; a model fine-tuned from it
+    inherits both. A manifest whose sha256 does not match refuses the load.
+    """
+    from osteo_batch.models.pretrain import read_manifest, sha256_file
+
+    manifest = read_manifest(path)
+    foundation = None
+    if manifest is not None:
+        foundation = {k: manifest.get(k) for k in ("name", "sha256", "clinical_use", "intended_use", "objective")}
     if hasattr(model, "cam_layer"):  # a Hugging Face encoder: a checkpoint folder
         from osteo_batch.models.hf import load_hf_weights
 
         load_hf_weights(model, path)
         f = Path(path) / "model.safetensors"
-        return {"file": f"{Path(path).name}/model.safetensors", "sha256": hashlib.sha256(f.read_bytes()).hexdigest()}
+        return {"file": f"{Path(path).name}/model.safetensors", "sha256": sha256_file(f), "foundation": foundation}
 
     from safetensors.torch import load_file
     from timm.models.vision_transformer import checkpoint_filter_fn
@@ -141,11 +152,7 @@ def load_backbone_weights(model, path: str | Path) -> dict[str, Any]:
             f"backbone weights {p.name} do not fit: {len(missing)} missing (e.g. {missing[:2]}), "
             f"{len(unexpected)} unexpected (e.g. {unexpected[:2]}); check --backbone"
         )
-    h = hashlib.sha256()
-    with p.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return {"file": p.name, "sha256": h.hexdigest()}
+    return {"file": p.name, "sha256": sha256_file(p), "foundation": foundation}
 
 
 def lora_targets(spec: BackboneSpec, module) -> list[str]:
@@ -160,6 +167,15 @@ def cam_layer_and_grid(module):
     """The layer Grad-CAM reads and the patch grid its tokens fold into, for either family."""
     if hasattr(module, "cam_layer"):
         return module.cam_layer(), module.grid_size
-    # the last block's output: at its first norm, a model whose last attention
-    # barely matters gives flat (all-zero) maps for most images
-    return module.blocks[-1], module.patch_embed.grid_size
+    return module.blocks[0].norm1, module.patch_embed.grid_size
+
+
+#: Why the first block's input norm, not the last block (as Grad-CAM on a CNN would take the last layer):
+#: every attention layer mixes tokens, so by the last block each token carries what attention gathered from
+#: the whole image, and with an average-pooled head the gradient there is the same for every token; the map
+#: then shows where activations are large (soft tissue, the lead marker), not where the evidence came from.
+#: Measured on the demo model (tonight's archive): heat on bone 13% at blocks[-1] (IoU_bone 0.05, random 0.11)
+#: against 39% at blocks[0].norm1 with Grad-CAM and 46% with HiResCAM (IoU_bone 0.30), the marker's share
+#: then no larger than its area. Before any attention a token is
+#: its own patch, and the gradient still comes through the whole network, so the map stays class-specific.
+CAM_LAYER_NOTE = "first block's input norm: tokens not yet mixed by attention"

@@ -133,12 +133,17 @@ def body_mask(image: np.ndarray, level: float = 0.05) -> np.ndarray:
     return image > level
 
 
-def load_mask(path: str | Path, size: int) -> np.ndarray:
-    """A bone mask (0 background, >0 bone) transformed exactly like its image: pad, resize."""
+def load_mask(path: str | Path, size: int, *, missing_ok: bool = False) -> np.ndarray:
+    """A mask (0 background, >0 inside) transformed exactly like its image: pad, resize.
+
+    With ``missing_ok`` an absent file is an empty mask (a phantom without a marker).
+    """
     from PIL import Image
 
     from osteo_batch.dicom.pixels import pad_square
 
+    if missing_ok and not Path(path).is_file():
+        return np.zeros((size, size), dtype=bool)
     m = (np.asarray(Image.open(path)) > 0).astype(np.float32)
     sq = pad_square(m)
     return np.asarray(Image.fromarray(sq, mode="F").resize((size, size), Image.BILINEAR)) >= 0.5
@@ -147,10 +152,22 @@ def load_mask(path: str | Path, size: int) -> np.ndarray:
 # ------------------------------------------------------- with the model
 
 
-def bone_metrics(module, config, x: np.ndarray, y_bin: np.ndarray, bones: np.ndarray, *, seed: int = 0) -> dict:
+def heat_share(saliency: np.ndarray, region: np.ndarray) -> float:
+    """The share of a map's total heat that falls on ``region`` (NaN for a flat or empty map)."""
+    total = float(saliency.sum())
+    if total <= 0.0 or float(np.ptp(saliency)) == 0.0:
+        return float("nan")
+    return float(saliency[region.astype(bool)].sum() / total)
+
+
+def bone_metrics(module, config, x: np.ndarray, y_bin: np.ndarray, bones: np.ndarray, *, seed: int = 0,
+                 markers: np.ndarray | None = None) -> dict:
     """Δbone, Δnonbone, IoU_bone and its random-map baseline on images ``x`` with masks ``bones``.
 
     ``x`` (N, 1, H, W) in [0, 1]; ``bones`` (N, H, W) boolean, in the model's geometry.
+    With ``markers`` (the lead side marker's masks, same geometry) the share of
+    heat on the marker is reported beside the share of the image it covers:
+    a map that weighs the marker more than its area is looking at the wrong thing.
     """
     from osteo_batch.explain import cam_maps
     from osteo_batch.models.train import predict
@@ -168,8 +185,22 @@ def bone_metrics(module, config, x: np.ndarray, y_bin: np.ndarray, bones: np.nda
     maps = cam_maps(module, config, x)
     ious = [iou_bone(m, b) for m, b in zip(maps, bones)]
     flat = int(sum(np.isnan(v) for v in ious))
-    rand = [iou_bone(random_smooth_map(b.shape, rng), b) for b in bones]
+    rand_maps = [random_smooth_map(b.shape, rng) for b in bones]
+    rand = [iou_bone(r, b) for r, b in zip(rand_maps, bones)]
+    marker = {}
+    if markers is not None and markers.any():
+        have = [i for i, m in enumerate(markers) if m.any()]
+        marker = {
+            "marker_heat_share": float(np.nanmean([heat_share(maps[i], markers[i]) for i in have])),
+            "marker_area_share": float(np.mean([markers[i].mean() for i in have])),
+            "marker_in_top_share": float(np.nanmean([top_share(maps[i], bones[i].mean())[markers[i]].mean()
+                                                     for i in have])),
+            "marker_images": len(have),
+        }
+    bone_heat = float(np.nanmean([heat_share(m, b) for m, b in zip(maps, bones)]))
     return {
+        **marker,
+        "bone_heat_share": bone_heat,
         "auc": base,
         "delta_bone": float(d_bone),
         "delta_nonbone": float(d_non),

@@ -44,7 +44,7 @@ class HFDinov2Classifier(nn.Module):
         return self.head(h[:, 0])
 
     def cam_layer(self) -> nn.Module:
-        return self.backbone.encoder.layer[-1].norm1
+        return self.backbone.encoder.layer[0].norm1  # before any attention mixes tokens (backbones.CAM_LAYER_NOTE)
 
 
 def read_hf_config(folder: str | Path) -> dict[str, Any]:

@@ -207,9 +207,7 @@ def normalise(batch, config: ModelConfig):
 
 
 def risk_band(score: float, bands: dict[str, float]) -> str:
-    """'very high', 'high' or 'below threshold', from the model's band edges."""
-    if score >= bands.get("very_high", 2.0):
-        return "very high"
-    if score >= bands["high"]:
-        return "high"
-    return "below threshold"
+    """'very high', 'high' or 'below threshold', from the model's band edges, on the displayed score."""
+    from osteo_batch.models.bands import band_of
+
+    return band_of(score, bands)

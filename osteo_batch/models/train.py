@@ -41,6 +41,7 @@ class TrainConfig:
     weights: str | None = None  # local safetensors; None = random init (demo only)
     strategy: str = "lora"  # "lora", "linear" (frozen backbone) or "full"
     masks: str | None = None  # folder of <SOP Instance UID>.png bone masks, for Δbone and IoU_bone
+    marker_masks: str | None = None  # folder of <SOP Instance UID>.png side-marker masks: the heat on the marker
     cache_dir: str | None = None  # decoded images kept here, shared by models trained on the same pairs
     label_sites: tuple[str, ...] = SITES
     epochs: int = 30
@@ -49,7 +50,12 @@ class TrainConfig:
     weight_decay: float = 1e-4
     lora_r: int = 8
     lora_alpha: int = 16
-    val_fraction: float = 0.3
+    val_fraction: float = 0.3  # held-out patients (never trained on)
+    #: fit a calibration of P(osteoporosis) ("platt" or "isotonic") on part of the held-out patients; the
+    #: threshold and bands are chosen there too, and every figure on the card comes from the rest (the test split)
+    calibration: str | None = None
+    calibration_share: float = 0.4  # of the held-out patients
+    very_high_probability: float = 0.75  # with calibration: "very high" = at least this chance of osteoporosis
     pair_window_days: int = 180
     target_sensitivity: float = 0.85
     very_high_specificity: float = 0.95
@@ -160,6 +166,10 @@ def train(
         raise TrainingDataError(f"label sites {sorted(bad_sites)}: use t_lumbar_spine, t_femoral_neck, t_total_hip")
     if cfg.strategy not in STRATEGIES:
         raise TrainingDataError(f"strategy {cfg.strategy!r}: use one of {', '.join(STRATEGIES)}")
+    if cfg.weights:  # a damaged or swapped foundation is refused before any image is decoded
+        from osteo_batch.models.pretrain import read_manifest
+
+        read_manifest(cfg.weights)
     t0 = time.monotonic()
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -178,16 +188,28 @@ def train(
     labels = [who_class(p["t_min"]) for p in pairs]
     patients = [p["patient_id"] for p in pairs]
     val_patients = split_by_patient(patients, labels, cfg.val_fraction, cfg.seed)
+    cal_patients: set[str] = set()
+    if cfg.calibration:
+        if cfg.calibration not in CALIBRATIONS:
+            raise TrainingDataError(f"calibration {cfg.calibration!r}: use one of {', '.join(CALIBRATIONS)}")
+        held = [(p, y) for p, y in zip(patients, labels) if p in val_patients]
+        cal_patients = split_by_patient([p for p, _ in held], [y for _, y in held], cfg.calibration_share, cfg.seed + 1)
     items = [Item(p["path"], p["sop_instance_uid"], p["patient_id"]) for p in pairs]
 
     x_all, ok = decode_cached(items, spec.img_size, cfg.workers, cfg.cache_dir)
     y_all = np.array([labels[i] for i in ok])
     pid_all = np.array([patients[i] for i in ok])
-    is_val = np.array([p in val_patients for p in pid_all])
-    x_tr, y_tr = x_all[~is_val], y_all[~is_val]
+    is_held = np.array([p in val_patients for p in pid_all])
+    is_cal = np.array([p in cal_patients for p in pid_all])
+    is_val = is_held & ~is_cal  # the split every reported figure comes from
+    x_tr, y_tr = x_all[~is_held], y_all[~is_held]
     x_va, y_va, pid_va = x_all[is_val], y_all[is_val], pid_all[is_val]
+    x_ca, y_ca = x_all[is_cal], y_all[is_cal]
     if len(set(y_va.tolist())) < 2 or (y_va == 2).sum() == 0:
         raise TrainingDataError("the validation split has no osteoporosis cases; add data or change --seed")
+    if cfg.calibration and ((y_ca == 2).sum() < 5 or (y_ca != 2).sum() < 5):
+        raise TrainingDataError("the calibration split needs 5 or more women with and without osteoporosis; "
+                                "add pairs or raise calibration_share")
 
     mcfg = ModelConfig.for_backbone(spec.name, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, weights=cfg.weights)
     module = build_module(mcfg)
@@ -195,15 +217,24 @@ def train(
     mcfg.lora["target_modules"] = targets
     if cfg.weights:
         weights_info = load_backbone_weights(module, cfg.weights)
-        weights_note = f"pretrained backbone from local file {weights_info['file']} (sha256 {weights_info['sha256'][:16]}...)"
+        foundation = weights_info.get("foundation")
+        weights_note = (f"pretrained backbone from local file {weights_info['file']} "
+                        f"(sha256 {weights_info['sha256'][:16]}...)")
+        if foundation:
+            weights_note = f"foundation {foundation['name']}: {weights_note}"
     else:
         weights_info = {"file": None, "sha256": None}
+        foundation = None
         weights_note = "random initialisation: a demonstration model, not a clinical one"
+    # a model is fit for patients only if it started from a foundation that says it is (a real checkpoint
+    # with no manifest is a site's own responsibility); random weights and phantom foundations never are
+    for_patients = bool(cfg.weights) and (foundation is None or foundation.get("clinical_use") is not False)
 
     if cfg.strategy == "lora":
         lora = LoraConfig(
             r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
-            target_modules=targets, modules_to_save=list(spec.lora_modules_to_save),
+            # pretrained weights keep their patch embedding; random ones have no features to adapt
+            target_modules=targets, modules_to_save=list(spec.lora_modules_to_save) if not cfg.weights else ["head"],
         )
         peft_model = get_peft_model(module, lora)
     else:  # linear probe: only the head learns; full: everything does
@@ -256,18 +287,34 @@ def train(
     p_va = predict(merged, x_va, mcfg)
     merge_diff = float(np.abs(p_va - p_unmerged).max()) if len(p_va) else 0.0
 
-    score = p_va[:, 2]
     y_bin = (y_va == 2).astype(int)
+    calibration = None
+    if cfg.calibration:
+        from osteo_batch.models import bands as bandlib
+        from osteo_batch.models import calibrate
+
+        p_ca_raw = predict(merged, x_ca, mcfg)[:, 2]
+        y_ca_bin = (y_ca == 2).astype(int)
+        calibration = calibrate.fit(cfg.calibration, p_ca_raw, y_ca_bin)
+        p_ca = calibrate.apply(calibration, p_ca_raw)
+        p_va[:, 2] = calibrate.apply(calibration, p_va[:, 2])
+        # edges on the displayed grid, chosen on the calibration split: sensitivity still meets its target there
+        thr = bandlib.edge_below(metrics.threshold_for_sensitivity(y_ca_bin, np.array([bandlib.display(v) for v in p_ca]),
+                                                                   cfg.target_sensitivity))
+        very_high = max(thr, bandlib.edge_below(cfg.very_high_probability))
+    score = p_va[:, 2]
     val_auc = metrics.auc(y_bin, score)
     ci = metrics.bootstrap_auc_ci(y_bin, score, pid_va, seed=cfg.seed)
-    thr = metrics.threshold_for_sensitivity(y_bin, score, cfg.target_sensitivity)
-    very_high = max(thr, metrics.threshold_for_specificity(y_bin, score, cfg.very_high_specificity))
+    if not cfg.calibration:
+        thr = metrics.threshold_for_sensitivity(y_bin, score, cfg.target_sensitivity)
+        very_high = max(thr, metrics.threshold_for_specificity(y_bin, score, cfg.very_high_specificity))
     op = metrics.at_threshold(y_bin, score, thr)
     macro = metrics.macro_auc(y_va, p_va)
     macro_ci = metrics.bootstrap_ci(lambda i: metrics.macro_auc(y_va[i], p_va[i]), len(y_va), pid_va, seed=cfg.seed)
     accuracy = float((p_va.argmax(1) == y_va).mean())
     mcfg.threshold = float(thr)  # unrounded: the image that set it must stay flagged
     mcfg.bands = {"high": mcfg.threshold, "very_high": float(very_high)}
+    mcfg.calibration = calibration
 
     ceiling_val = None
     if truth_csv:
@@ -289,7 +336,11 @@ def train(
         if have:
             masks = np.stack([evaluate.load_mask(Path(cfg.masks) / f"{meta_va[j]['sop_instance_uid']}.png", spec.img_size)
                               for j in have])
-            bone = evaluate.bone_metrics(merged, mcfg, x_va[have], y_bin[have], masks, seed=cfg.seed)
+            markers = None
+            if cfg.marker_masks:
+                markers = np.stack([evaluate.load_mask(Path(cfg.marker_masks) / f"{meta_va[j]['sop_instance_uid']}.png",
+                                                       spec.img_size, missing_ok=True) for j in have])
+            bone = evaluate.bone_metrics(merged, mcfg, x_va[have], y_bin[have], masks, seed=cfg.seed, markers=markers)
             bone["images"] = len(have)
 
     out = Path(out)
@@ -305,6 +356,8 @@ def train(
         "weights": weights_note,
         "weights_sha256": weights_info["sha256"],
         "random_init": cfg.weights is None,
+        "foundation": foundation,
+        "for_patients": for_patients,
         "strategy": cfg.strategy,
         "trainable_parameters": int(n_trainable),
         "total_parameters": int(n_total),
@@ -316,6 +369,9 @@ def train(
             "train_images": int(len(x_tr)),
             "val_images": int(len(x_va)),
             "val_patients": int(len(set(pid_va.tolist()))),
+            "calibration_images": int(len(x_ca)),
+            "calibration_patients": int(len(cal_patients & set(pid_all.tolist()))),
+            "reported_on": "test" if cfg.calibration else "validation",
             "val_osteoporosis": int(y_bin.sum()),
             "label_counts": {LABELS[k]: int((y_all == k).sum()) for k in range(3)},
             "manifest_sha256": manifest,
@@ -339,7 +395,9 @@ def train(
             "auc_validation": None if ceiling_val is None else round(ceiling_val, 4),
             "note": "AUC of the true latent bone density on the same validation patients: no image model can beat it in expectation (synthetic cohorts only)",
         },
-        "calibration": {"ece": round(calib.ece, 4), "bins": calib.bins},
+        "calibration": {"ece": round(calib.ece, 4), "bins": calib.bins, "method": cfg.calibration,
+                        "fitted_on": "calibration split" if cfg.calibration else None},
+        "bands": _band_legend(y_bin, score, mcfg.bands),
         "subgroups": subgroups,
         "bone": bone,
         "code_version": _code_version(),
@@ -429,6 +487,13 @@ def _scalar_tensor(v):
 
 
 STRATEGIES = ("lora", "linear", "full")
+CALIBRATIONS = ("platt", "isotonic")
+
+
+def _band_legend(y_bin, score, bands):
+    from osteo_batch.models import bands as bandlib
+
+    return [{**e, "text": bandlib.describe(e)} for e in bandlib.legend(y_bin, score, bands)]
 
 
 def _code_version() -> str:
