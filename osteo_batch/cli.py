@@ -286,15 +286,12 @@ def cmd_train(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    import json
-
     from osteo_batch import pipeline, synth
 
     workdir = Path(args.workdir)
     t0 = time.monotonic()
     spec = synth.CohortSpec(seed=args.seed)
-    marker = workdir / "cohort.json"
-    if marker.is_file() and json.loads(marker.read_text()).get("spec", {}).get("seed") == args.seed:
+    if synth.existing_cohort(workdir, spec):
         _say(f"[demo] synthetic archive already at {workdir / 'archive'}; reusing it")
     else:
         _say("[demo] writing the synthetic archive (phantoms, not people) ...")
@@ -309,7 +306,7 @@ def cmd_demo(args) -> int:
         t1 = time.monotonic()
         _say("[demo] writing the site's historical radiographs paired with DXA (phantoms) ...")
         h = demo.ensure_history(workdir / "history")
-        _say(f"[demo] {h.n_images or 'existing'} historical images ({time.monotonic() - t1:.0f} s)")
+        _say(f"[demo] {h.n_images} historical images ({time.monotonic() - t1:.0f} s)")
         _say("[demo] fine-tuning from the phantom foundation with LoRA on the CPU ...")
         t1 = time.monotonic()
         res = demo.train_demo_model(workdir / "history", model_dir, demo.DemoTraining(epochs=args.epochs,
@@ -322,19 +319,13 @@ def cmd_demo(args) -> int:
                                dxa_csv=workdir / "dxa.csv", workers=args.workers)
     summary = _run_flow(s, use_prefect=not args.no_prefect)
     with pipeline.open_store(s, read_only=True) as st:
-        t = demo.tonight(st, _model_id(model_dir), workdir / "truth.csv")
+        t = demo.tonight(st, summary["model_id"], workdir / "truth.csv")
     if t.get("women", 0) >= 3:
         print(f"tonight: {t['women']} women scored; score 10th-90th percentile {t['score_p10']:.3f}-{t['score_p90']:.3f} "
               f"(median {t['score_p50']:.3f}); Spearman with low latent density {t['spearman_with_low_density']:.3f}")
     _print_run(summary)
     _say(f"[demo] finished in {time.monotonic() - t0:.0f} s")
     return 0
-
-
-def _model_id(model_dir: Path) -> str:
-    from osteo_batch.models.model import compute_model_id, read_config
-
-    return compute_model_id(Path(model_dir) / "model.safetensors", read_config(model_dir))
 
 
 def _print_model(res) -> None:
@@ -411,7 +402,7 @@ def cmd_study(args) -> int:
     out = Path(args.out)
     if args.demo:
         cohort_dir = out / "cohort"
-        if not (cohort_dir / "cohort.json").is_file():
+        if not synth.existing_cohort(cohort_dir, study.demo_spec()):
             _say("[study] writing the synthetic cohort (a few thousand small phantoms) ...")
             synth.write_cohort(cohort_dir, study.demo_spec())
         archive, dxa = cohort_dir / "archive", cohort_dir / "dxa.csv"

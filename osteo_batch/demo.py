@@ -47,17 +47,11 @@ class DemoTraining:
 
 
 def ensure_history(root: Path, spec=None) -> Any:
-    """Write the history cohort under ``root`` unless the same one is there; returns its paths."""
-    import json
-
+    """Write the history cohort under ``root`` unless the same one is there; returns it."""
     from osteo_batch import synth
 
     spec = spec or history_spec()
-    marker = root / "cohort.json"
-    if marker.is_file() and json.loads(marker.read_text()).get("spec", {}).get("seed") == spec.seed:
-        return synth.Cohort(root / "archive", root / "dxa.csv", root / "truth.csv", root / "bone_masks", 0, 0,
-                            synth.ceiling_auc(), [], root / "marker_masks")
-    return synth.write_cohort(root, spec)
+    return synth.existing_cohort(root, spec) or synth.write_cohort(root, spec)
 
 
 def train_demo_model(history: Path, out: Path, opts: DemoTraining = DemoTraining(), *,

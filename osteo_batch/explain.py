@@ -61,17 +61,15 @@ def overlay(image: np.ndarray, cam: np.ndarray, *, scale: int = 1) -> np.ndarray
     return out
 
 
-def cam_maps(module, config, x, *, device: str = "cpu", batch_size: int = 8, method: str = "HiResCAM") -> np.ndarray:
+def cam_maps(module, config, x, *, device: str = "cpu", batch_size: int = 8) -> np.ndarray:
     """Class activation maps (N, H, W) in [0, 1] for the osteoporosis class of images ``x`` (N, 1, H, W).
 
-    HiResCAM (grad-cam's element-wise gradient x activation) by default: at a layer whose tokens are still
+    HiResCAM (grad-cam's element-wise gradient x activation), not Grad-CAM: at a layer whose tokens are still
     local, Grad-CAM's channel weights averaged over the image blur the map, while HiResCAM's map is the
     exact first-order share of each patch in the score (on the demo model: heat on bone 46% against 39%).
     """
     import torch
-    import pytorch_grad_cam
-
-    GradCAM = getattr(pytorch_grad_cam, method)
+    from pytorch_grad_cam import HiResCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     target = config.labels.index(config.score_label)
@@ -79,7 +77,7 @@ def cam_maps(module, config, x, *, device: str = "cpu", batch_size: int = 8, met
     from osteo_batch.models.backbones import cam_layer_and_grid
 
     layer = cam_layer_and_grid(module)[0]
-    with GradCAM(model=module, target_layers=[layer], reshape_transform=_vit_reshape(module)) as cam:
+    with HiResCAM(model=module, target_layers=[layer], reshape_transform=_vit_reshape(module)) as cam:
         for i in range(0, len(x), batch_size):
             xb = torch.as_tensor(x[i : i + batch_size]).to(device)
             xin = normalise(xb, config).requires_grad_(True)

@@ -527,3 +527,21 @@ def write_cohort(root: str | os.PathLike, spec: CohortSpec | None = None, *, wor
         json.dumps({"spec": asdict(spec), "ceiling_auc": ceiling, "n_images": len(plans), "n_files": len(plans) + n_junk}, indent=2)
     )
     return Cohort(archive, dxa_csv, truth_csv, masks, len(plans) + n_junk, len(plans), ceiling, plans, markers)
+
+
+def existing_cohort(root: str | os.PathLike, spec: CohortSpec) -> Cohort | None:
+    """The cohort :func:`write_cohort` left under ``root`` for exactly ``spec``, or None.
+
+    The whole spec must match, not only the seed: the same seed with other
+    counts, sizes or dates draws other files. Plans are re-derived from the
+    spec (the same seed draws the same plans), counts come from ``cohort.json``.
+    """
+    root = Path(root)
+    try:
+        recorded = json.loads((root / "cohort.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if recorded.get("spec") != asdict(spec):
+        return None
+    return Cohort(root / "archive", root / "dxa.csv", root / "truth.csv", root / "bone_masks", recorded["n_files"],
+                  recorded["n_images"], recorded["ceiling_auc"], plan_cohort(spec)[0], root / "marker_masks")

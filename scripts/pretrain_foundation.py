@@ -20,13 +20,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,14 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="osteo-pretrain-") as tmp:
         work = args.workdir or Path(tmp)
-        marker = work / "cohort.json"
-        reused = marker.is_file() and json.loads(marker.read_text())["spec"] == asdict(spec)
-        if reused:
-            plans = synth.plan_cohort(spec)[0]  # the same seed draws the same files: reuse them
-            archive = work / "archive"
-        else:
-            cohort = synth.write_cohort(work, spec)
-            plans, archive = cohort.plans, cohort.archive
+        cohort = synth.existing_cohort(work, spec)
+        reused = cohort is not None
+        cohort = cohort or synth.write_cohort(work, spec)
+        plans, archive = cohort.plans, cohort.archive
         print(f"[pretrain] {len(plans)} phantoms drawn in {time.monotonic() - t0:.0f} s", flush=True)
         items = [Item(str(archive / p.filename), p.sop_instance_uid, None) for p in plans]
         x, ok = decode_cached(items, spec_bb.img_size, 2, str(work / "cache") if args.workdir else None)

@@ -127,16 +127,20 @@ def load_backbone_weights(model, path: str | Path) -> dict[str, Any]:
     """
     from osteo_batch.models.pretrain import read_manifest, sha256_file
 
-    manifest = read_manifest(path)
+    manifest = read_manifest(path)  # checks the manifest's sha256 against the file
     foundation = None
     if manifest is not None:
         foundation = {k: manifest.get(k) for k in ("name", "sha256", "clinical_use", "intended_use", "objective")}
+
+    def digest(f: Path) -> str:
+        return foundation["sha256"] if foundation and foundation["sha256"] else sha256_file(f)
+
     if hasattr(model, "cam_layer"):  # a Hugging Face encoder: a checkpoint folder
         from osteo_batch.models.hf import load_hf_weights
 
         load_hf_weights(model, path)
         f = Path(path) / "model.safetensors"
-        return {"file": f"{Path(path).name}/model.safetensors", "sha256": sha256_file(f), "foundation": foundation}
+        return {"file": f"{Path(path).name}/model.safetensors", "sha256": digest(f), "foundation": foundation}
 
     from safetensors.torch import load_file
     from timm.models.vision_transformer import checkpoint_filter_fn
@@ -152,7 +156,7 @@ def load_backbone_weights(model, path: str | Path) -> dict[str, Any]:
             f"backbone weights {p.name} do not fit: {len(missing)} missing (e.g. {missing[:2]}), "
             f"{len(unexpected)} unexpected (e.g. {unexpected[:2]}); check --backbone"
         )
-    return {"file": p.name, "sha256": sha256_file(p), "foundation": foundation}
+    return {"file": p.name, "sha256": digest(p), "foundation": foundation}
 
 
 def lora_targets(spec: BackboneSpec, module) -> list[str]:

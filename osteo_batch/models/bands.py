@@ -34,6 +34,11 @@ def edge_below(x: float) -> float:
     return math.floor(float(x) / _STEP + 1e-9) * _STEP
 
 
+def _shown_at_least(threshold: float) -> float:
+    """The smallest displayed value at or above ``threshold``."""
+    return math.ceil(float(threshold) / _STEP - 1e-9) * _STEP
+
+
 def raw_floor(threshold: float) -> float:
     """The lowest raw score whose displayed value reaches ``threshold``.
 
@@ -41,12 +46,12 @@ def raw_floor(threshold: float) -> float:
     woman is flagged exactly when her displayed score is at or above the
     threshold, whatever precision the threshold was given in.
     """
-    shown = math.ceil(float(threshold) / _STEP - 1e-9) * _STEP  # the smallest displayed value >= threshold
-    return shown - 0.5 * _STEP - 1e-9
+    return _shown_at_least(threshold) - 0.5 * _STEP - 1e-9
 
 
 def flagged(score: float, threshold: float) -> bool:
-    return display(score) >= math.ceil(float(threshold) / _STEP - 1e-9) * _STEP - 1e-12
+    """Whether the page lists ``score`` at ``threshold``: its displayed value reaches it."""
+    return display(score) >= _shown_at_least(threshold) - 1e-12
 
 
 def band_of(score: float, bands: dict[str, float]) -> str:

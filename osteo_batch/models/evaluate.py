@@ -185,8 +185,7 @@ def bone_metrics(module, config, x: np.ndarray, y_bin: np.ndarray, bones: np.nda
     maps = cam_maps(module, config, x)
     ious = [iou_bone(m, b) for m, b in zip(maps, bones)]
     flat = int(sum(np.isnan(v) for v in ious))
-    rand_maps = [random_smooth_map(b.shape, rng) for b in bones]
-    rand = [iou_bone(r, b) for r, b in zip(rand_maps, bones)]
+    rand = [iou_bone(random_smooth_map(b.shape, rng), b) for b in bones]
     marker = {}
     if markers is not None and markers.any():
         have = [i for i, m in enumerate(markers) if m.any()]

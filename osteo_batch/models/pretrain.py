@@ -36,10 +36,6 @@ from typing import Any, Callable
 
 import numpy as np
 
-#: What the manifest of a foundation must say for a model to be treated as clinical.
-CLINICAL_USE_KEY = "clinical_use"
-
-
 @dataclass
 class PretrainConfig:
     backbone: str = "dinov2_tiny_demo"
@@ -258,7 +254,7 @@ def write_foundation(out: str | Path, result: PretrainResult, cfg: PretrainConfi
         "preprocessing": {"input_size": spec.img_size, "channels": "grey repeated to 3",
                           "mean": list(spec.mean), "std": list(spec.std),
                           "pipeline": "DICOM modality LUT, VOI window to [0, 1], MONOCHROME1 inverted, padded square, bilinear resize"},
-        CLINICAL_USE_KEY: False,
+        "clinical_use": False,  # a model fine-tuned from it says "not for patients"
         "intended_use": ("A foundation pretrained on synthetic phantom radiographs, for demos and tests of "
                          "osteo-batch. Not for patients: a model fine-tuned from it has never seen a real radiograph."),
         "objective": ("VICReg between a masked and an unmasked view, plus SimMIM on the masked one; no labels"

@@ -312,7 +312,7 @@ def train(
     macro = metrics.macro_auc(y_va, p_va)
     macro_ci = metrics.bootstrap_ci(lambda i: metrics.macro_auc(y_va[i], p_va[i]), len(y_va), pid_va, seed=cfg.seed)
     accuracy = float((p_va.argmax(1) == y_va).mean())
-    mcfg.threshold = float(thr)  # unrounded: the image that set it must stay flagged
+    mcfg.threshold = float(thr)  # as chosen (on the display grid when calibrated): the image that set it stays flagged
     mcfg.bands = {"high": mcfg.threshold, "very_high": float(very_high)}
     mcfg.calibration = calibration
 
