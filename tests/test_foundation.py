@@ -112,3 +112,14 @@ def test_pretraining_runs_and_writes_a_loadable_folder(tmp_path):
     assert m["sha256"] == sha256_file(out / "model.safetensors") and m["clinical_use"] is False
     info = load_backbone_weights(build_module(ModelConfig.for_backbone("dinov2_tiny_demo")), out)
     assert info["foundation"]["sha256"] == m["sha256"]
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", '"a string"'])
+def test_an_unreadable_manifest_is_a_foundation_error(tmp_path, text):
+    from osteo_batch.models.pretrain import FoundationError, read_manifest
+
+    bad = tmp_path / "foundation"
+    shutil.copytree(PHANTOM, bad)
+    (bad / "manifest.json").write_text(text)
+    with pytest.raises(FoundationError, match="copy the foundation folder again"):
+        read_manifest(bad)

@@ -291,6 +291,9 @@ def read_manifest(weights: str | Path) -> dict[str, Any] | None:
     except (OSError, json.JSONDecodeError) as e:
         raise FoundationError(f"foundation manifest {f.name} in {folder.name}: unreadable ({type(e).__name__}); "
                               "copy the foundation folder again") from None
+    if not isinstance(m, dict):
+        raise FoundationError(f"foundation manifest {f.name} in {folder.name}: not a JSON object; "
+                              "copy the foundation folder again")
     w = folder / "model.safetensors" if p.is_dir() else p
     if m.get("sha256") and m["sha256"] != sha256_file(w):
         raise FoundationError(f"foundation {folder.name}: model.safetensors does not match manifest.json's sha256; "
