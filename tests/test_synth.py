@@ -102,3 +102,18 @@ def test_the_marker_has_a_mask_of_its_own(cohort_dir):
         assert marker.any() and set(np.unique(bone)) <= {0, synth.SPINE, synth.RIBS}
         assert not (bone[marker] > 0).any(), "bone_masks/ hold bone only"
         assert marker.mean() < 0.01
+
+
+def test_an_existing_cohort_is_reused_only_for_the_same_spec(cohort_dir):
+    from dataclasses import replace
+
+    from conftest import small_spec
+
+    root = cohort_dir.archive.parent
+    again = synth.existing_cohort(root, small_spec())
+    assert again is not None and again.n_files == cohort_dir.n_files and again.n_images == cohort_dir.n_images
+    assert [p.sop_instance_uid for p in again.plans] == [p.sop_instance_uid for p in cohort_dir.plans]
+    # the same seed with another size or count draws other files: not the same cohort
+    assert synth.existing_cohort(root, replace(small_spec(), max_side=400)) is None
+    assert synth.existing_cohort(root, replace(small_spec(), n_women=49)) is None
+    assert synth.existing_cohort(root / "nowhere", small_spec()) is None
