@@ -137,3 +137,58 @@ def _drop_repeats(out: Listing, keys: list[tuple[int, int]]) -> None:
     out.paths[:] = [out.paths[i] for i in keep]
     out.sizes[:] = [out.sizes[i] for i in keep]
     out.mtimes_ns[:] = [out.mtimes_ns[i] for i in keep]
+
+
+class OutsideArchiveError(OSError):
+    """A path whose real location is outside the archive and every allowed root: never opened."""
+
+
+class NotRegularFileError(OSError):
+    """A path that is not a regular file (a FIFO, a device, a socket, a folder): never read."""
+
+
+def real_roots(root: str | os.PathLike, allowed: "tuple[str, ...] | list[str]" = ()) -> tuple[str, ...]:
+    """The resolved archive root and allowed roots, each ending in the path separator."""
+    out = []
+    for r in (root, *allowed):
+        rp = os.path.realpath(os.fspath(r))
+        out.append(rp if rp.endswith(os.sep) else rp + os.sep)
+    return tuple(out)
+
+
+def inside(real: str, roots: "tuple[str, ...]") -> bool:
+    """True when the resolved path ``real`` lies under one of ``roots`` (from :func:`real_roots`)."""
+    return any(real.startswith(r) for r in roots)
+
+
+def open_regular(stored: str, roots: "tuple[str, ...] | None" = None):
+    """Open a stored archive path for binary reading, safely; the caller closes it.
+
+    - ``O_NONBLOCK``: a FIFO put in a file's place opens at once instead of
+      blocking the reader forever; ``fstat`` then refuses anything that is not
+      a regular file (:class:`NotRegularFileError`) before a byte is read.
+    - ``roots`` (from :func:`real_roots`): the file actually opened, as the
+      kernel names it (``/proc/self/fd``), must lie under one of them, else
+      :class:`OutsideArchiveError`. Checked before the open (a path that
+      resolves outside is never opened) and again after it, on the file the
+      kernel opened, so a link swapped in between cannot redirect the read.
+    """
+    if roots and not inside(os.path.realpath(fs_path(stored)), roots):
+        raise OutsideArchiveError("resolves outside the archive root and every [archive] allowed_roots")
+    fd = os.open(fs_path(stored), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularFileError(f"not a regular file (mode {stat.filemode(st.st_mode)})")
+        if roots:
+            try:
+                real = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:  # no /proc: resolve the name instead
+                real = os.path.realpath(fs_path(stored))
+            if not inside(real, roots):
+                raise OutsideArchiveError("resolves outside the archive root and every [archive] allowed_roots")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
