@@ -29,6 +29,11 @@ class Reason(str, Enum):
     BLANK_IMAGE = "blank_image"
     DUPLICATE = "duplicate_sop_instance_uid"
     AWAITING_SCORE = "awaiting_score"
+    OUTSIDE_ARCHIVE = "outside_archive"  # a link that leaves the archive: never opened
+    NOT_REGULAR_FILE = "not_regular_file"  # a FIFO, device or socket where a file was
+    DECOMPRESSION_BOMB = "decompression_bomb"
+    READ_TIMEOUT = "read_timeout"
+    DECODE_TIMEOUT = "decode_timeout"
     STUDY_DATE = "ineligible:study_date"  # built-in eligibility check, see osteo_batch.eligibility
 
     def __str__(self) -> str:  # so f-strings and Arrow columns get the code
@@ -51,6 +56,12 @@ DESCRIPTIONS: dict[str, str] = {
     Reason.BLANK_IMAGE.value: "no contrast at all after the display pipeline (e.g. Rescale Slope 0)",
     Reason.DUPLICATE.value: "same SOP Instance UID as another file (the first path in sort order is kept)",
     Reason.AWAITING_SCORE.value: "eligible, not scored yet by the current model",
+    Reason.OUTSIDE_ARCHIVE.value: "a link whose target lies outside the archive and every [archive] allowed_roots "
+                                  "(never opened)",
+    Reason.NOT_REGULAR_FILE.value: "not a regular file (a FIFO, device or socket): never read",
+    Reason.DECOMPRESSION_BOMB.value: "compressed data that would inflate beyond what the header's image size justifies",
+    Reason.READ_TIMEOUT.value: "the header could not be read in the time allowed (a hung mount or a file that blocks)",
+    Reason.DECODE_TIMEOUT.value: "the pixels could not be decoded in the time allowed for one image",
     Reason.STUDY_DATE.value: "study date after the run date (archive's local date), before 1900, or unparseable: "
                              "the age cannot be trusted; listed for the PACS administrator",
 }
