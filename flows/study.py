@@ -26,10 +26,7 @@ def model_study(archive: str, dxa_csv: str, out: str, grid: list[study.GridEntry
     """Index the archive and the DXA table once, train every model of the grid, write the report."""
     log = get_run_logger()
     settings = pipeline.load_settings(None, workdir=out, archive=archive, dxa_csv=dxa_csv, workers=workers)
-    run_id = pipeline.new_run_id()
-    pipeline.start_run(settings, run_id, kind="sweep")
-    pipeline.finish_run(settings, run_id, {"dxa": pipeline.load_dxa_stage(settings, run_id),
-                                           "sweep": pipeline.sweep_stage(settings, run_id)})
+    pipeline.index_archive(settings, load_dxa=True)
     rows = []
     for entry in grid:
         row = train_model(settings, entry, out, truth, masks)

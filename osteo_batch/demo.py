@@ -63,11 +63,7 @@ def train_demo_model(history: Path, out: Path, opts: DemoTraining = DemoTraining
 
     s = pipeline.load_settings(None, workdir=history / "work", archive=history / "archive",
                                dxa_csv=history / "dxa.csv", workers=opts.workers)
-    run_id = pipeline.new_run_id()
-    pipeline.start_run(s, run_id, kind="sweep")
-    pipeline.load_dxa_stage(s, run_id)
-    sw = pipeline.sweep_stage(s, run_id)
-    pipeline.finish_run(s, run_id, {"sweep": sw})
+    pipeline.index_archive(s, load_dxa=True)
     cfg = TrainConfig(
         backbone="dinov2_tiny_demo", weights=str(PHANTOM), strategy="lora", epochs=opts.epochs, lr=opts.lr,
         seed=opts.seed, workers=opts.workers, masks=str(history / "bone_masks"),

@@ -23,6 +23,11 @@ from osteo_batch.store import StoreError
 
 LOCK_FILE = "run.lock"
 
+#: Work folders (resolved) whose lock this process holds, with a hold count: the
+#: CLI takes the lock before Prefect starts (a refused run must not start a
+#: server), and the flow it then runs in this process takes it again.
+_held: dict[str, int] = {}
+
 
 class RunLockedError(StoreError):
     """Another run holds this work folder; the message says which and what to do."""
@@ -34,6 +39,14 @@ def hold(workdir: str | os.PathLike, run_id: str) -> Iterator[None]:
     from osteo_batch.outputs import private_dir
 
     path = private_dir(Path(workdir)) / LOCK_FILE
+    key = str(path.resolve())
+    if _held.get(key):  # this process holds it already (the CLI, around its own flow)
+        _held[key] += 1
+        try:
+            yield
+        finally:
+            _held[key] -= 1
+        return
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
@@ -48,9 +61,11 @@ def hold(workdir: str | os.PathLike, run_id: str) -> Iterator[None]:
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"run_id": run_id, "pid": os.getpid(),
                                   "started": dt.datetime.now().isoformat(timespec="seconds")}).encode(), 0)
+        _held[key] = 1
         try:
             yield
         finally:
+            _held.pop(key, None)
             os.ftruncate(fd, 0)
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:

@@ -173,6 +173,42 @@ def read_config(path: str | Path) -> ModelConfig:
         raise ModelDirError(f"model {p}: config.json is not a valid model config ({e})") from None
 
 
+def check_model_dir(path: str | Path) -> str:
+    """Check a model folder before a run starts, cheaply (no torch); returns its model ID.
+
+    Why: a damaged ``model.safetensors`` was found only when the score stage
+    loaded it, after a whole sweep. Here the safetensors header is parsed
+    (a truncated or garbled file fails) and the folder's model ID, a hash of
+    the weights and the inference config, is compared with the one its card
+    recorded when the model was written (a flipped byte anywhere fails).
+    """
+    from safetensors import SafetensorError, safe_open
+
+    p = Path(path)
+    cfg = read_config(p)
+    weights = p / "model.safetensors"
+    try:
+        with safe_open(str(weights), framework="numpy") as f:
+            names = list(f.keys())
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ModelDirError(f"model {p}: model.safetensors cannot be read ({str(e).splitlines()[0][:120]}); "
+                            "the file is damaged, copy the model folder again") from None
+    if not names:
+        raise ModelDirError(f"model {p}: model.safetensors holds no tensors; copy the model folder again")
+    model_id = compute_model_id(weights, cfg)
+    card_path = p / "card.json"
+    if card_path.is_file():
+        try:
+            recorded = json.loads(card_path.read_text()).get("model_id")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            raise ModelDirError(f"model {p}: card.json is not valid JSON; copy the model folder again") from None
+        if recorded and recorded != model_id:
+            raise ModelDirError(f"model {p}: the weights or config.json changed since the model was written "
+                                f"(model ID {model_id}, its card says {recorded}); the folder is damaged, "
+                                "copy it again")
+    return model_id
+
+
 def load_model_dir(path: str | Path, *, device: str = "cpu") -> LoadedModel:
     """Load a model directory for inference. Weights come from safetensors only."""
     from safetensors import SafetensorError
