@@ -65,3 +65,24 @@ DESCRIPTIONS: dict[str, str] = {
     Reason.STUDY_DATE.value: "study date after the run date (archive's local date), before 1900, or unparseable: "
                              "the age cannot be trusted; listed for the PACS administrator",
 }
+
+
+#: Why a folder of the archive could not be listed (``osteo_batch.archive.dir_reason``).
+#: Its files cannot get rows of their own: rows already in the index are kept
+#: as last seen, and the folder is counted, with its reason, on the console,
+#: the run page and the Prefect artifact.
+FOLDER_DESCRIPTIONS: dict[str, str] = {
+    "permission_denied": "this account may not list it (check the mount's permissions for the run's user)",
+    "vanished": "it disappeared while the archive was walked",
+    "io_error": "the file system answered with an I/O error (a failing disk or a dropped mount)",
+}
+
+
+def unreadable_folders_line(reasons: dict[str, int]) -> str | None:
+    """One line for the operator, counts only (folder names can hold patient names), or None."""
+    n = sum(reasons.values())
+    if not n:
+        return None
+    parts = ", ".join(f"{v} {k}: {FOLDER_DESCRIPTIONS.get(k, k)}" for k, v in sorted(reasons.items()))
+    return (f"{n} archive folder(s) could not be listed, so files under them were not swept tonight ({parts}); "
+            "their files already indexed are kept as last seen")
