@@ -63,7 +63,35 @@ def _month(value: str) -> str:
 
 
 def _say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    from osteo_batch.text import clean
+
+    print(clean(msg), file=sys.stderr, flush=True)
+
+
+class _CleanText:
+    """A text stream that drops terminal control characters from everything written to it.
+
+    Why on the stream: whatever a command prints (a site name, a patient ID, an
+    outcomes key) may come from a DICOM header, and one InstitutionName holding
+    ``ESC [2J`` would clear the operator's screen. Values are cleaned where they
+    are made too (:mod:`osteo_batch.text`); this catches every line the CLI
+    prints to stdout, whichever code wrote it. Newlines and tabs pass.
+    """
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, s: str) -> int:
+        from osteo_batch.text import clean
+
+        return self._stream.write(clean(s))
+
+    def writelines(self, lines) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str):  # flush, fileno, isatty, buffer, encoding ...
+        return getattr(self._stream, name)
 
 
 # ---------------------------------------------------------------- commands
@@ -73,23 +101,34 @@ def cmd_sweep(args) -> int:
     from osteo_batch import pipeline
 
     s = pipeline.load_settings(args.config, workdir=args.workdir, archive=args.archive, workers=args.workers)
-    run_id = pipeline.new_run_id()
-    pipeline.start_run(s, run_id, kind="sweep")
-    out = pipeline.sweep_stage(s, run_id)
-    pipeline.finish_run(s, run_id, {"sweep": out})
+    out = pipeline.index_archive(s)["sweep"]
     print(f"swept {out['files']} files ({out['headers_read']} headers read) in {out['seconds']} s")
     for reason, n in out["by_reason"].items():
         print(f"  {n:8d}  {reason}")
+    _warn_unreadable_folders(out)
     print(f"store: {s.store_path}")
     return 0
 
 
 def _run_flow(settings, *, use_prefect: bool, ray: str | None = None, shard_deployment: str | None = None) -> dict:
-    from osteo_batch import pipeline
+    """One nightly run, holding the work folder's run lock from before Prefect starts.
 
-    from osteo_batch.progress import bars
+    Why here: a second run refused by the lock must not start a Prefect server
+    (or print a flow's traceback) first; the flow takes the same lock again in
+    this process. The temporary Prefect server is tied to this process's life
+    (:func:`flows.env.tie_ephemeral_server`), so a killed run leaves none behind.
+    """
+    from osteo_batch import pipeline, runlock
 
     run_id = pipeline.new_run_id()
+    with runlock.hold(settings.workdir, run_id):
+        return _run_flow_locked(settings, run_id, use_prefect=use_prefect, ray=ray, shard_deployment=shard_deployment)
+
+
+def _run_flow_locked(settings, run_id: str, *, use_prefect: bool, ray: str | None, shard_deployment: str | None) -> dict:
+    from osteo_batch import pipeline
+    from osteo_batch.progress import bars
+
     if not use_prefect:
         if ray is not None or shard_deployment:
             raise CliError("--ray and --shard-deployment need Prefect (drop --no-prefect)")
@@ -99,6 +138,7 @@ def _run_flow(settings, *, use_prefect: bool, ray: str | None = None, shard_depl
     from flows import env
 
     env.configure(settings.workdir)
+    env.tie_ephemeral_server()
     from flows import nightly
 
     flow = nightly.nightly_screening if ray is None else nightly.with_ray(None if ray == "local" else ray)
@@ -114,12 +154,27 @@ def _run_flow(settings, *, use_prefect: bool, ray: str | None = None, shard_depl
         )
 
 
+def _warn_unreadable_folders(sweep: dict) -> None:
+    """Folders the sweep could not list: a warning line, counts and reasons only."""
+    from osteo_batch.reasons import unreadable_folders_line
+    from osteo_batch.run_summary import unreadable_folders
+
+    line = unreadable_folders_line(unreadable_folders(sweep))
+    if line:
+        print(f"warning: {line}")
+
+
 def _print_run(summary: dict) -> None:
     inst, sc, wl = summary["instances"], summary["score"], summary["worklist"]
     print(f"run {summary['run_id']}: {inst['files']} files swept, {sc['scored']} scored tonight, "
           f"{summary['explain']['explained']} heat maps, {wl['listed']} patients on the worklist")
     for reason, n in inst["by_reason"].items():
         print(f"  {n:8d}  {reason}")
+    _warn_unreadable_folders(summary.get("sweep", {}))
+    aside = wl.get("referral_files_set_aside") or {}
+    if aside:
+        print(f"note: {sum(aside.values())} queued referral file(s) could not be read and were set aside in "
+              "referral-queue/quarantine/ (" + ", ".join(f"{n} {k}" for k, n in sorted(aside.items())) + ")")
     if wl.get("excluded"):
         print("left out at or above the threshold: " + ", ".join(f"{n} {k}" for k, n in wl["excluded"].items()))
     bad_dates = inst["by_reason"].get("ineligible:study_date", 0)
@@ -145,7 +200,9 @@ def cmd_run(args) -> int:
         workers=args.workers, batch_size=args.batch_size, device=args.device, shards=args.shards,
         compile=args.compile or None,
     )
-    s.resolved_model_dir()  # fail early, with the fix, if there is no model
+    from osteo_batch.models.model import check_model_dir
+
+    check_model_dir(s.resolved_model_dir())  # no model, or a damaged one: one line, before anything starts
     s.check_device()
     if s.dxa_csv:
         from osteo_batch.dxa import parse_dxa_csv
@@ -196,17 +253,46 @@ def cmd_refer(args) -> int:
     ev = new_referral(args.patient_id, args.status, args.note, args.by)
     out = refer(s.store_path, ev, wait_s=args.wait,
                 on_wait=lambda: _say(f"[refer] a nightly run holds the store; waiting up to {args.wait:g} s ..."))
+    if out.set_aside and out.set_aside.set_aside:
+        where = ", ".join(f"{Path(d).relative_to(s.workdir)}/" if Path(d).is_relative_to(s.workdir) else f"{d}/"
+                          for d in out.set_aside.quarantine_dirs) or "their folder (they could not be moved)"
+        print(f"note: {out.set_aside.set_aside} queued file(s) could not be read and were set aside in {where} "
+              f"({', '.join(f'{n} {k}' for k, n in sorted(out.set_aside.quarantined.items()))}); a person should "
+              "look at them")
     if out.how == "recorded":
         print(f"recorded: {ev.status} for {ev.patient_id} by {ev.by_user} at {ev.acted_at}")
         if out.flushed:
             print(f"also recorded {out.flushed} earlier change(s) that were queued")
         if out.known_patient is False:
             print(f"note: no image of patient {ev.patient_id} is in the store; check the ID")
-    else:
+        return 0
+    if out.problem is None:
         print(f"queued: the store is held by a running nightly run. Your change ({ev.status} for {ev.patient_id}) is "
               f"saved in {out.queue_file.parent.name}/ and will be recorded when that run writes tonight's "
               "worklist, or by the next `osteo-batch refer`. Nothing is lost.")
-    return 0
+        return 0
+    # The work folder could not take it (full, read-only, refused): say where the action is, then fail (exit 2).
+    import json
+    import shlex
+    from dataclasses import asdict
+
+    change = f"your change ({ev.status} for {ev.patient_id})"
+    if out.how == "queued":
+        print(f"queued: the store could not be written; {change} is saved in {out.queue_file.parent.name}/ and will "
+              "be recorded by the next nightly run or `osteo-batch refer` that can write the store. Nothing is lost.")
+        then = f"Your change is queued in {out.queue_file.parent.name}/ and recorded once the store can be written."
+    elif out.how == "fallback":
+        print(f"saved outside the work folder: {change} is in {out.queue_file.parent}/ and the next "
+              f"`osteo-batch refer` you run with --workdir {s.workdir} records it. Do not enter it again.")
+        then = f"Your change is saved in {out.queue_file.parent}/; the next `osteo-batch refer` with this --workdir records it."
+    else:
+        cmd = ["osteo-batch", "refer", "--workdir", str(s.workdir), ev.patient_id, "--status", ev.status,
+               *(["--note", ev.note] if ev.note else []), "--by", ev.by_user]
+        print(f"NOT SAVED: {change} could not be written anywhere. Enter it again once the problem is fixed:")
+        print(f"  {' '.join(shlex.quote(c) for c in cmd)}")
+        then = "Your change was saved nowhere: it is printed above with the command that enters it again."
+    print(json.dumps({"action": asdict(ev), "saved_in": str(out.queue_file) if out.queue_file else None}))
+    raise CliError(out.problem.line(then))
 
 
 def _pct(x: float | None) -> str:
@@ -266,11 +352,7 @@ def cmd_train(args) -> int:
 
     s = pipeline.load_settings(args.config, workdir=args.workdir, archive=args.archive, dxa_csv=args.dxa,
                                workers=args.workers)
-    run_id = pipeline.new_run_id()
-    pipeline.start_run(s, run_id, kind="sweep")
-    pipeline.load_dxa_stage(s, run_id)
-    sw = pipeline.sweep_stage(s, run_id)
-    pipeline.finish_run(s, run_id, {"sweep": sw})
+    pipeline.index_archive(s, load_dxa=True)
     cfg = TrainConfig(backbone=args.backbone, weights=str(args.weights) if args.weights else None, epochs=args.epochs,
                       seed=args.seed, workers=args.workers, strategy=args.strategy,
                       masks=str(args.masks) if args.masks else None,
@@ -369,9 +451,7 @@ def cmd_calibrate(args) -> int:
     s = pipeline.load_settings(args.config, workdir=args.workdir, archive=args.archive, dxa_csv=args.dxa,
                                workers=args.workers)
     model = load_model_dir(args.model)
-    run_id = pipeline.new_run_id()
-    pipeline.start_run(s, run_id, kind="sweep")
-    pipeline.finish_run(s, run_id, {"dxa": pipeline.load_dxa_stage(s, run_id), "sweep": pipeline.sweep_stage(s, run_id)})
+    pipeline.index_archive(s, load_dxa=True)
     with pipeline.open_store(s, read_only=True) as st:
         pairs = [{**p, "t_min": min_t(p)} for p in st.rows("training_pairs", {"window_days": args.window_days})]
     pairs = [p for p in pairs if p["t_min"] is not None]
@@ -631,6 +711,15 @@ def synth_seed() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    out = sys.stdout
+    sys.stdout = out if isinstance(out, _CleanText) else _CleanText(out)
+    try:
+        return _main(args)
+    finally:
+        sys.stdout = out
+
+
+def _main(args) -> int:
     os.umask(0o077)  # everything this command writes is readable by its owner only
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -645,13 +734,20 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         if args.debug:
             raise
+        from osteo_batch.outputs import os_error_message
+
+        disk = None if isinstance(e, CliError) else os_error_message(e, workdir=getattr(args, "workdir", None))
+        if disk:  # a full disk, a read-only or refused folder: the user's to fix, in one line
+            print(f"osteo-batch: error: {disk}", file=sys.stderr)
+            return 2
         from osteo_batch.pipeline import is_user_error
+        from osteo_batch.text import clean_cell
 
         if isinstance(e, CliError) or is_user_error(e):
-            print(f"osteo-batch: error: {e}", file=sys.stderr)
+            print(f"osteo-batch: error: {clean_cell(str(e))}", file=sys.stderr)
             return 2
-        print(f"osteo-batch: internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)",
-              file=sys.stderr)
+        print(f"osteo-batch: internal error: {type(e).__name__}: {clean_cell(str(e))} "
+              "(rerun with --debug for the traceback)", file=sys.stderr)
         return 1
 
 

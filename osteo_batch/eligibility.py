@@ -6,6 +6,13 @@ MONAI Deploy's series selector: named rules, each a list of conditions (equals,
 in, regex, numeric range); AND within a rule, OR across rules. The shipped
 defaults live in ``osteo_batch/defaults/eligibility.toml``.
 
+Regexes are RE2 (google-re2), not Python's ``re``: a rule is matched against
+every file's header, and a backtracking engine can spend seconds on one value
+(``(x+x+)+y`` against 27 characters took 9 s with ``re``). RE2 matches in time
+linear in the value whatever the pattern, and refuses, when the rules load,
+what needs backtracking (backreferences, lookarounds). The whole value must
+match (``fullmatch``), as before; RE2's ``\\d``, ``\\w``, ``\\b`` are ASCII.
+
 One check is built in and applies whatever the rules say: a study date a
 program must not trust makes a file ``ineligible:study_date`` (an age computed
 from it would be wrong). That is a study date after the run date (today in the
@@ -61,7 +68,7 @@ class Condition:
     derived: bool
     equals: Any = None
     one_of: tuple[str, ...] | None = None
-    regex: re.Pattern | None = None
+    regex: Any = None  # a compiled RE2 pattern (see _compile_regex)
     min: float | None = None
     max: float | None = None
 
@@ -117,6 +124,37 @@ class Rules:
         return "ineligible:" + "|".join(failures)
 
 
+#: Python syntax RE2 lacks because it needs backtracking, and what to call it in the message.
+_BACKTRACKING = (
+    (re.compile(r"\\[1-9]|\(\?P=|\\g<"), "a backreference"),
+    (re.compile(r"\(\?<?[=!]"), "a lookaround ((?=, (?!, (?<=, (?<!)"),
+)
+
+
+def _compile_regex(pattern: Any, where: str):
+    """``pattern`` compiled with RE2 (linear-time matching), or a one-line RuleError saying why not.
+
+    RE2's own parse errors are not logged (``log_errors = False``): they would
+    go to the process's stderr, outside the one-line error.
+    """
+    import re2
+
+    if not isinstance(pattern, str):
+        raise RuleError(f"{where}: regex must be text, e.g. regex = \"(?i)CHEST|THORAX\"")
+    opts = re2.Options()
+    opts.log_errors = False
+    try:
+        return re2.compile(pattern, opts)
+    except re2.error as e:
+        for rx, what in _BACKTRACKING:
+            if rx.search(pattern):
+                raise RuleError(f"{where}: bad regex: {what} needs backtracking, whose time per value has no bound; "
+                                "rules use RE2 syntax (github.com/google/re2/wiki/Syntax): rewrite it without") from None
+        detail = e.args[0].decode(errors="replace") if e.args and isinstance(e.args[0], bytes) else str(e)
+        detail = " ".join(detail.split())[:120]
+        raise RuleError(f"{where}: bad regex: {detail} (rules use RE2 syntax, github.com/google/re2/wiki/Syntax)") from None
+
+
 def _condition(rule: str, raw: Mapping[str, Any]) -> Condition:
     name = raw.get("name")
     if not name:
@@ -140,10 +178,7 @@ def _condition(rule: str, raw: Mapping[str, Any]) -> Condition:
     for bound in ("min", "max"):
         if bound in raw and (isinstance(raw[bound], bool) or not isinstance(raw[bound], (int, float))):
             raise RuleError(f"rule {rule!r}, condition {name!r}: {bound} = {raw[bound]!r} must be a number")
-    try:
-        rx = re.compile(raw["regex"]) if "regex" in raw else None
-    except (re.error, TypeError) as e:
-        raise RuleError(f"rule {rule!r}, condition {name!r}: bad regex: {e}") from None
+    rx = _compile_regex(raw["regex"], f"rule {rule!r}, condition {name!r}") if "regex" in raw else None
     return Condition(
         name=str(name),
         source=raw.get("keyword") or raw["field"],

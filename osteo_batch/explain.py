@@ -94,6 +94,7 @@ def explain(
     workers: int = 0,
     device: str = "cpu",
     progress=None,
+    roots: tuple[str, ...] = (),
 ) -> tuple[list[Explained], list[tuple[str, str]]]:
     """Write a heat map per item; returns what was written and (path, reason) failures."""
     from PIL import Image
@@ -103,7 +104,7 @@ def explain(
     out = private_dir(out_dir)
     done: list[Explained] = []
     failed: list[tuple[str, str]] = []
-    loader = make_loader(DicomDataset(items, model.config.img_size), batch_size=batch_size, workers=workers)
+    loader = make_loader(DicomDataset(items, model.config.img_size, roots=roots), batch_size=batch_size, workers=workers)
     for idx, x, fails in loader:
         failed.extend((items[i].key, r) for i, r in fails)
         if not len(idx):

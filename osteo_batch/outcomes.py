@@ -22,6 +22,8 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
+from osteo_batch.text import clean_cell
+
 LOW_BONE_MASS_T = -1.0  # WHO: osteopenia or osteoporosis
 OSTEOPOROSIS_T = -2.5
 
@@ -124,5 +126,6 @@ def compute(store, *, follow_up_days: int = 365, as_of: dt.date | None = None) -
         overall=overall[0] if overall else Outcome("all"),
         by_run=tally(rows, lambda r: r["run_id"], **kw),
         by_month=tally(rows, lambda r: r["flagged_on"].strftime("%Y-%m"), **kw),
-        by_site=tally(rows, lambda r: r["site"], **kw),
+        # site names come from InstitutionName: cleaned when listed, and again here for entries recorded before
+        by_site=tally(rows, lambda r: clean_cell(r["site"] or ""), **kw),
     )

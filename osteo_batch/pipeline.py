@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 import os
 import secrets
 import time
@@ -40,6 +41,7 @@ def is_user_error(e: BaseException) -> bool:
     from osteo_batch.models.model import ModelDirError
     from osteo_batch.models.pretrain import FoundationError
     from osteo_batch.models.train import TrainingDataError
+    from osteo_batch.outputs import os_error_message
     from osteo_batch.referrals import ReferralError
     from osteo_batch.store import StoreError
     from osteo_batch.study import GridError
@@ -47,7 +49,7 @@ def is_user_error(e: BaseException) -> bool:
 
     return isinstance(e, (SettingsError, GridError, StoreError, ReferralError, ModelDirError, DxaFileError, RuleError, UnknownBackboneError,
                           TrainingDataError, ArchiveEmptyError, FoundationError, FileNotFoundError, NotADirectoryError,
-                          PermissionError))
+                          PermissionError)) or os_error_message(e) is not None  # a full disk, a read-only folder
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,17 @@ class Settings:
     sites: dict[str, str] | None = None  # InstitutionName -> site shown on the worklists
     store_wait_s: float = 60.0
     timezone: str | None = None  # the archive's IANA time zone ([archive] timezone); None: this machine's
+    allowed_roots: tuple[str, ...] = ()  # [archive] allowed_roots: folders outside the archive links may lead into
+
+    def __post_init__(self) -> None:
+        # Every number, flag and word is checked here, against _SPECS, however the
+        # Settings were made (load_settings, from_json, a caller): a bad value stops
+        # the run before it starts instead of listing everyone (NaN) or no one.
+        for key, spec in _SPECS.items():
+            v = getattr(self, key)
+            if not spec.ok(v):
+                flag = f" ({_FLAGS[key]} {_show(v)})" if key in _FLAGS else ""
+                raise SettingsError(f"{key} = {_show(v)}{flag} must be {spec.wants()}")
 
     def zone(self) -> dt.tzinfo | None:
         """The archive's time zone (None: this machine's local time zone)."""
@@ -173,15 +186,136 @@ def _zone(name: str) -> dt.tzinfo:
 
 
 _PATH_KEYS = {"workdir", "archive", "model_dir", "dxa_csv", "rules_file", "config_file", "known_conditions_csv"}
-_RUN_KEYS = {"batch_size": int, "workers": int, "device": str, "precision": str, "threshold": float,
-             "dxa_lookback_days": int, "store_wait_s": float, "shards": int, "compile": bool, "commit_every": int}
-_WORKLIST_KEYS = {"dxa_lookback_days": int, "dxa_lookback_days_near": int, "referred_days": int,
-                  "declined_days": int, "unreachable_days": int, "dxa_done_days": int, "known_conditions": str}
-_ARCHIVE_KEYS = {"timezone": str}
 
 
-def _typed_table(doc: dict[str, Any], name: str, keys: dict[str, type], fname: str) -> dict[str, Any]:
-    """The ``[name]`` table of a config file, each key known and converted to its type."""
+@dataclass(frozen=True)
+class _Spec:
+    """A setting's type and allowed values: the one table every setting is checked against.
+
+    Types are strict, as TOML writes them: an ``int`` is a TOML integer (not
+    ``2.7``, ``2.0``, ``"4"`` or ``true``), a ``float`` a finite number (an
+    integer will do; not a bool, NaN or inf), a ``bool`` a TOML boolean (not
+    ``"no"``, which ``bool()`` would read as true), a ``str`` a TOML string.
+    """
+
+    kind: type  # int, float, bool or str
+    ge: float | None = None  # value >= ge
+    gt: float | None = None  # value > gt
+    lt: float | None = None  # value < lt
+    choices: tuple[str, ...] = ()
+    optional: bool = False  # None (unset) is allowed
+    note: str = ""  # what a boundary value means, for the message
+
+    def ok(self, v: Any) -> bool:
+        if v is None:
+            return self.optional
+        if self.kind is bool:
+            return isinstance(v, bool)
+        if self.kind is str:
+            return isinstance(v, str) and (not self.choices or v in self.choices)
+        if isinstance(v, bool) or not isinstance(v, (int, float) if self.kind is float else int):
+            return False
+        if not math.isfinite(v):
+            return False
+        return ((self.ge is None or v >= self.ge) and (self.gt is None or v > self.gt)
+                and (self.lt is None or v < self.lt))
+
+    def wants(self) -> str:
+        if self.kind is bool:
+            return "true or false"
+        if self.kind is str:
+            return ("one of " + ", ".join(f'"{c}"' for c in self.choices)) if self.choices else "text"
+        bounds = [f">= {self.ge:g}" if self.ge is not None else "", f"> {self.gt:g}" if self.gt is not None else "",
+                  f"< {self.lt:g}" if self.lt is not None else ""]
+        what = "a whole number" if self.kind is int else "a number"
+        return " ".join([what, " and ".join(b for b in bounds if b)]) + (f" ({self.note})" if self.note else "")
+
+
+_COUNT1, _COUNT0, _DAYS = _Spec(int, ge=1), _Spec(int, ge=0), _Spec(int, ge=0, note="days")
+#: Every setting that is a number, a flag or a word, with its range, for Settings.__post_init__.
+_SPECS: dict[str, _Spec] = {
+    "batch_size": _Spec(int, ge=1, optional=True), "commit_every": _COUNT1, "workers": _COUNT0,
+    "shards": _Spec(int, ge=0, note="0: one per visible GPU"),
+    # 0 only from the command line: ``worklist --threshold 0`` lists every scored patient.
+    # A config file's threshold is held to (0, 1): _RUN_KEYS below.
+    "threshold": _Spec(float, ge=0, lt=1, optional=True, note="0 lists every scored patient"),
+    "store_wait_s": _Spec(float, ge=0, note="seconds"),
+    "compile": _Spec(bool), "device": _Spec(str), "precision": _Spec(str, choices=("auto", "fp32", "bf16")),
+    **{k: _DAYS for k in ("dxa_lookback_days", "dxa_lookback_days_near", "referred_days", "declined_days",
+                          "unreachable_days", "dxa_done_days")},
+}
+#: The command-line flag that sets a key, named in its message.
+_FLAGS = {"batch_size": "--batch-size", "workers": "--workers", "shards": "--shards", "threshold": "--threshold",
+          "device": "--device"}
+#: What a config file's tables may hold: the same specs, but a file's threshold must be in (0, 1):
+#: 0 (list everyone, explain everyone) is for a one-off ``worklist --threshold 0``, not for every night.
+_RUN_KEYS: dict[str, _Spec] = {
+    **{k: _SPECS[k] for k in ("batch_size", "workers", "device", "precision", "dxa_lookback_days", "store_wait_s",
+                              "shards", "compile", "commit_every")},
+    "threshold": _Spec(float, gt=0, lt=1),
+}
+_WORKLIST_KEYS: dict[str, _Spec] = {
+    **{k: _SPECS[k] for k in ("dxa_lookback_days", "dxa_lookback_days_near", "referred_days", "declined_days",
+                              "unreachable_days", "dxa_done_days")},
+    "known_conditions": _Spec(str),
+}
+
+
+def _show(v: Any) -> str:
+    """A setting's value as TOML writes it, short and free of control characters, for a message."""
+    from osteo_batch.text import clean_cell
+
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        t = json.dumps(clean_cell(v), ensure_ascii=False)
+    elif isinstance(v, float):
+        t = repr(v) if math.isfinite(v) else ("nan" if v != v else ("inf" if v > 0 else "-inf"))
+    else:
+        t = clean_cell(repr(v))
+    return t if len(t) <= 40 else t[:37] + "..."
+
+
+def _folder_list(v: Any) -> tuple[str, ...]:
+    if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+        raise ValueError(v)
+    return tuple(v)
+
+
+_folder_list.__name__ = 'list of folder paths, like ["/mnt/pacs2"]'
+_ARCHIVE_KEYS = {"timezone": str, "allowed_roots": _folder_list}
+
+
+def _allowed_roots(roots: Any, base: Path | None) -> tuple[str, ...]:
+    """``[archive] allowed_roots``, checked: folders outside the archive that its links may lead into
+    (archives mounted through links); a link to anywhere else is refused (``outside_archive``).
+    Each must be an existing folder, absolute or relative to ``base`` (the config file's folder)."""
+    out = []
+    for r in (roots if isinstance(roots, (list, tuple)) else [roots]):
+        p = Path(r) if Path(r).is_absolute() or base is None else base / r
+        if not p.is_absolute():
+            raise SettingsError(f"[archive] allowed_roots: {str(r)!r} is not an absolute path; write it like \"/mnt/pacs2\"")
+        if not p.is_dir():
+            raise SettingsError(f"[archive] allowed_roots: {str(p)!r} is not an existing folder; "
+                                "mount it or remove it from the list")
+        real = os.path.realpath(p)
+        if real == os.sep:
+            raise SettingsError(f"[archive] allowed_roots: {str(p)!r} is the whole file system; "
+                                "name the folders archives are mounted on")
+        if any(real == q or real.startswith(q + os.sep) for q in ("/proc", "/sys", "/dev")):
+            raise SettingsError(f"[archive] allowed_roots: {str(p)!r} is under /proc, /sys or /dev, "
+                                "which hold no archive; remove it")
+        out.append(str(p))
+    return tuple(out)
+
+
+def _typed_table(doc: dict[str, Any], name: str, keys: dict[str, Any], fname: str) -> dict[str, Any]:
+    """The ``[name]`` table of a config file, each key known and its value checked.
+
+    ``keys`` maps each key to a :class:`_Spec` (checked strictly: ``int(2.7)``
+    and ``bool("no")`` are what let bad values through before), or to a type
+    or converter that raises ValueError/TypeError.
+    """
     table = doc.get(name, {})
     if not isinstance(table, dict):
         raise SettingsError(f"config file {fname}: '{name}' must be a table ([{name}])")
@@ -189,10 +323,17 @@ def _typed_table(doc: dict[str, Any], name: str, keys: dict[str, type], fname: s
     for k, v in table.items():
         if k not in keys:
             raise SettingsError(f"config file {fname}: unknown [{name}] key {k!r}; known: {', '.join(sorted(keys))}")
-        try:
-            out[k] = keys[k](v)
-        except (TypeError, ValueError):
-            raise SettingsError(f"config file {fname}: [{name}] {k} = {v!r} is not a {keys[k].__name__}") from None
+        want = keys[k]
+        if isinstance(want, _Spec):
+            if not want.ok(v):
+                raise SettingsError(f"config file {fname}: [{name}] {k} = {_show(v)} must be {want.wants()}")
+            out[k] = v
+        else:  # a type or converter ([archive]): its own checks follow in load_settings
+            try:
+                out[k] = want(v)
+            except (TypeError, ValueError):
+                raise SettingsError(f"config file {fname}: [{name}] {k} = {_show(v)} is not a "
+                                    f"{getattr(want, '__name__', 'valid value')}") from None
     return out
 
 
@@ -217,6 +358,11 @@ def load_settings(config: str | os.PathLike | None, **overrides: Any) -> Setting
             except SettingsError as e:
                 raise SettingsError(f"config file {p.name}: {e}") from None
             values["timezone"] = archive_table["timezone"]
+        if "allowed_roots" in archive_table:  # relative paths: from the config file's folder
+            try:
+                values["allowed_roots"] = _allowed_roots(archive_table["allowed_roots"], p.parent)
+            except SettingsError as e:
+                raise SettingsError(f"config file {p.name}: {e}") from None
         for k, val in _typed_table(doc, "worklist", _WORKLIST_KEYS, p.name).items():
             if k == "known_conditions":
                 values["known_conditions_csv"] = (p.parent / val) if not Path(val).is_absolute() else Path(val)
@@ -235,10 +381,10 @@ def load_settings(config: str | os.PathLike | None, **overrides: Any) -> Setting
         values[k] = Path(values[k])
     if rules_file and "rules_file" not in values:
         values["rules_file"] = rules_file
-    s = Settings(**values)
+    if overrides.get("allowed_roots") is not None:  # given by a caller: checked as a file's are
+        values["allowed_roots"] = _allowed_roots(overrides["allowed_roots"], None)
+    s = Settings(**values)  # checks every value against _SPECS (__post_init__)
     s.zone()  # a bad time zone given as an override is a one-line error too
-    if (s.batch_size is not None and s.batch_size < 1) or s.workers < 0 or s.shards < 0 or s.commit_every < 1:
-        raise SettingsError("batch_size and commit_every must be >= 1, workers and shards >= 0")
     return s
 
 
@@ -271,19 +417,29 @@ def _timed(fn):
 
 
 def start_run(settings: Settings, run_id: str, *, kind: str = "nightly") -> dict[str, Any]:
+    """Open the run's record; call it holding the work folder's run lock (:mod:`osteo_batch.runlock`).
+
+    A nightly run checks its model folder first (a damaged file fails here, in
+    one line, before anything is swept), and any run marks runs that a kill
+    left ``running`` as ``ended_abnormally``: under the lock, none can be alive.
+    """
     model_id = threshold = model_dir = None
     if kind == "nightly":
-        from osteo_batch.models.model import compute_model_id, read_config
+        from osteo_batch.models.model import check_model_dir, read_config
 
         mdir = settings.resolved_model_dir()
         cfg = read_config(mdir)
-        model_id = compute_model_id(mdir / "model.safetensors", cfg)
+        model_id = check_model_dir(mdir)
         model_dir = str(mdir.resolve())
         threshold = settings.threshold if settings.threshold is not None else cfg.threshold
     with open_store(settings) as st:
+        abandoned = st.rows("runs_end_abandoned", {"run_id": run_id})
         st.run("runs_start", {"run_id": run_id, "kind": kind, "archive": str(settings.archive) if settings.archive else None,
                               "model_id": model_id, "threshold": threshold})
-    return {"run_id": run_id, "model_id": model_id, "threshold": threshold, "model_dir": model_dir}
+    if abandoned:
+        log.warning("%d earlier run(s) had been killed before they finished; marked ended_abnormally", len(abandoned))
+    return {"run_id": run_id, "model_id": model_id, "threshold": threshold, "model_dir": model_dir,
+            "earlier_runs_ended_abnormally": len(abandoned)}
 
 
 @_timed
@@ -322,7 +478,8 @@ def sweep_stage(settings: Settings, run_id: str, model_id: str | None = None) ->
         from osteo_batch.progress import ProgressLog
 
         res = sweep(st, settings.archive, run_id=run_id, rules=rules, model_id=model_id, workers=settings.workers or None,
-                    progress=ProgressLog("sweeping: headers read", 0, unit="files"), run_date=run_date)
+                    progress=ProgressLog("sweeping: headers read", 0, unit="files"), run_date=run_date,
+                    allowed_roots=tuple(settings.allowed_roots))
         reasons = st.rows("status_counts")
         bad_dates = study_date_files(st, run_date)
     problems = {k: 0 for k in STUDY_DATE_PROBLEMS}
@@ -334,6 +491,7 @@ def sweep_stage(settings: Settings, run_id: str, model_id: str | None = None) ->
         "headers_read": res.read,
         "vanished": res.vanished,
         "unreadable_dirs": res.unreadable_dirs,
+        "unreadable_dir_reasons": res.unreadable_dir_reasons,  # counts by why (permission_denied, io_error, vanished)
         "by_status": res.counts,
         "by_reason": by_reason(reasons),
         "conserved": res.conserved(),
@@ -437,10 +595,33 @@ def load_stage(settings: Settings, run_id: str, shards: list[dict[str, Any]] | N
 
 @_timed
 def score_stage(settings: Settings, run_id: str) -> dict[str, Any]:
-    """Score pending images: plan the shards, run them on this machine, load the results."""
+    """Score pending images: plan the shards, run them on this machine, load the results.
+
+    When an image's kept copy fails to decode and another file holds the same
+    SOP Instance UID, that copy becomes pending at the load; it is scored in
+    another pass of the same night (at most :data:`SCORE_PASSES` passes), not
+    left for tomorrow.
+    """
     planned = plan_stage(settings, run_id)
-    shards = run_shards_here(settings, run_id, planned["plan"])
-    return score_summary(planned, load_stage(settings, run_id, shards))
+    summary = score_summary(planned, load_stage(settings, run_id, run_shards_here(settings, run_id, planned["plan"])))
+    for _ in range(SCORE_PASSES - 1):
+        if not summary["decode_rejected"]:
+            break
+        again = plan_stage(settings, run_id)
+        if not sum(again["plan"]["sizes"]):
+            break
+        more = load_stage(settings, run_id, run_shards_here(settings, run_id, again["plan"]))
+        summary["pending"] += sum(again["plan"]["sizes"])
+        summary["passes"] = summary.get("passes", 1) + 1
+        for k in ("files_loaded", "scored", "decode_rejected"):
+            summary[k] += more[k]
+        summary["by_status"], summary["shards"] = more["by_status"], summary["shards"] + more["shards"]
+    return summary
+
+
+#: Score passes in one night: the first, then one per round of duplicate copies
+#: standing in for a copy that failed to decode.
+SCORE_PASSES = 3
 
 
 def score_summary(planned: dict[str, Any], loaded: dict[str, Any]) -> dict[str, Any]:
@@ -495,8 +676,29 @@ def worklist_stage(settings: Settings, run_id: str) -> dict[str, Any]:
         )
     return {"worklist": str(res.path), "csv": str(res.csv), "site_pages": len(res.site_pages), "listed": res.listed,
             "flagged": res.listed + sum(res.excluded.values()), "excluded": res.excluded,
-            "below_threshold": res.below_threshold, "threshold": threshold, "referrals_from_queue": queued,
-            "known_conditions": known}
+            "below_threshold": res.below_threshold, "threshold": threshold, "referrals_from_queue": queued.recorded,
+            "referral_files_set_aside": queued.quarantined, "known_conditions": known}
+
+
+def index_archive(settings: Settings, run_id: str | None = None, *, load_dxa: bool = False) -> dict[str, Any]:
+    """A sweep-only run (``kind = 'sweep'``): DXA table (when asked) and sweep, under the run lock.
+
+    What ``sweep``, ``train``, ``calibrate``, the study and the demo's history
+    run before they read the index. The run lock keeps a sweep from
+    interleaving with a nightly run in the same work folder, and lets
+    :func:`start_run` mark runs a kill left ``running``.
+    """
+    from osteo_batch import runlock
+
+    run_id = run_id or new_run_id()
+    with runlock.hold(settings.workdir, run_id):
+        start_run(settings, run_id, kind="sweep")
+        out: dict[str, Any] = {"run_id": run_id}
+        if load_dxa:
+            out["dxa"] = load_dxa_stage(settings, run_id)
+        out["sweep"] = sweep_stage(settings, run_id)
+        finish_run(settings, run_id, {k: v for k, v in out.items() if k != "run_id"})
+    return out
 
 
 def finish_run(settings: Settings, run_id: str, summary: dict[str, Any], *, status: str = "finished") -> dict[str, Any]:

@@ -54,7 +54,8 @@ DESCRIPTIONS: dict[str, str] = {
     Reason.IMAGE_TOO_LARGE.value: "header claims an image beyond the configured size guard",
     Reason.DECODE_FAILED.value: "pixel data could not be decoded",
     Reason.BLANK_IMAGE.value: "no contrast at all after the display pipeline (e.g. Rescale Slope 0)",
-    Reason.DUPLICATE.value: "same SOP Instance UID as another file (the first path in sort order is kept)",
+    Reason.DUPLICATE.value: "same SOP Instance UID as another file; the copy kept is one that can be scored, "
+                            "then the one with fewer damaged header values, then the first path in sort order",
     Reason.AWAITING_SCORE.value: "eligible, not scored yet by the current model",
     Reason.OUTSIDE_ARCHIVE.value: "a link whose target lies outside the archive and every [archive] allowed_roots "
                                   "(never opened)",

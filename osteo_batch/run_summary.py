@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from osteo_batch.reasons import unreadable_folders_line
 from osteo_batch.report import DISCLAIMER, render
 
 STAGE_ORDER = ("dxa", "sweep", "score", "explain", "worklist")
@@ -45,8 +46,18 @@ def headline(s: dict[str, Any]) -> dict[str, Any]:
         "by_status": inst.get("by_status", {}),
         "by_reason": inst.get("by_reason", {}),
         "stages": [(k, s[k].get("seconds")) for k in STAGE_ORDER if isinstance(s.get(k), dict)],
+        "unreadable_folders": unreadable_folders(s.get("sweep", {})),
         **_study_dates(s),
     }
+
+
+def unreadable_folders(sw: dict[str, Any]) -> dict[str, int]:
+    """Archive folders that could not be listed, by reason (older summaries: a bare count)."""
+    reasons = dict(sw.get("unreadable_dir_reasons") or {})
+    n = sw.get("unreadable_dirs") or 0
+    if n and sum(reasons.values()) < n:
+        reasons["io_error"] = reasons.get("io_error", 0) + n - sum(reasons.values())
+    return reasons
 
 
 def _study_dates(s: dict[str, Any]) -> dict[str, Any]:
@@ -92,8 +103,26 @@ def write_study_dates_csv(workdir: str | os.PathLike, run_id: str, rows: list[di
     return write_private(Path(workdir) / "runs" / f"run-{run_id}-study-dates.csv", study_dates_csv(rows))
 
 
+def _cleaned(x: Any) -> Any:
+    """``x`` with every string in it (keys too) free of control characters, one line each.
+
+    A summary holds counts and codes, but a code (a rule's condition name, an
+    error) is text someone else wrote: it must not act on a terminal or page.
+    """
+    from osteo_batch.text import clean_cell
+
+    if isinstance(x, str):
+        return clean_cell(x)
+    if isinstance(x, dict):
+        return {_cleaned(k): _cleaned(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_cleaned(v) for v in x)
+    return x
+
+
 def summary_markdown(s: dict[str, Any]) -> str:
     """The run summary as markdown (the Prefect artifact)."""
+    s = _cleaned(s)
     h = headline(s)
     lines = [
         f"# Nightly screening run `{s['run_id']}`",
@@ -106,6 +135,7 @@ def summary_markdown(s: dict[str, Any]) -> str:
         "- left out at or above the threshold: "
         + (", ".join(f"{n} {k}" for k, n in h["excluded"].items()) or "none"),
         *([_study_dates_line(h)] if h["study_dates"] is not None else []),
+        *([f"- **{unreadable_folders_line(h['unreadable_folders'])}**"] if h["unreadable_folders"] else []),
         "",
         "| status or reason | files |",
         "|---|---|",
@@ -136,8 +166,12 @@ def write_run_page(workdir: str | os.PathLike, summary: dict[str, Any], *, statu
     from osteo_batch.outputs import write_private
     from osteo_batch.reasons import DESCRIPTIONS
 
+    from osteo_batch.reasons import FOLDER_DESCRIPTIONS
+
+    summary = _cleaned(summary)
     h = headline(summary)
     html = render("run.html.j2", s=summary, h=h, status=status, reasons=DESCRIPTIONS, problems=STUDY_DATE_PROBLEMS,
+                  folder_reasons=FOLDER_DESCRIPTIONS,
                   generated=dt.datetime.now().isoformat(timespec="seconds"),
                   worklist_file=Path(summary["worklist"]["worklist"]).name if summary.get("worklist") else None)
     return write_private(Path(workdir) / "runs" / f"run-{summary['run_id']}.html", html)

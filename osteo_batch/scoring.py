@@ -28,6 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,8 @@ class ScoreOptions:
     compile: bool = False  # torch.compile the model (CUDA; minutes of warm-up, worth it for big backlogs)
     commit_every: int = 1024  # images per part file: what a crash can cost at most
     prefetch: int = 4  # batches each worker decodes ahead
+    roots: tuple[str, ...] = ()  # osteo_batch.archive.real_roots: files resolving elsewhere are never opened
+    item_timeout_s: float = 120.0  # one image's open + decode; past it: decode_timeout
 
     def resolved_batch_size(self) -> int:
         return self.batch_size or DEFAULT_BATCH["cuda" if self.device.startswith("cuda") else "cpu"]
@@ -123,9 +126,15 @@ def _write_atomic(table, final: Path) -> None:
     import pyarrow.parquet as pq
 
     tmp = final.with_name(final.name + ".tmp")
-    pq.write_table(table, tmp)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, final)  # readers never see half a file
+    try:
+        pq.write_table(table, tmp)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, final)  # readers never see half a file
+    except OSError as e:
+        tmp.unlink(missing_ok=True)  # a full disk keeps no half part (and gets its space back)
+        if e.filename is None:
+            e.filename = str(tmp)  # pyarrow names no file: the message then names scores/
+        raise
 
 
 # ------------------------------------------------------------------ one shard
@@ -136,7 +145,9 @@ class _Parts:
 
     def __init__(self, out_dir: Path, run_id: str, shard: int, n_shards: int, model_id: str):
         self.out_dir, self.run_id, self.model_id = out_dir, run_id, model_id
-        self.stem = f"{run_id}-shard-{shard:04d}-of-{n_shards:04d}"
+        # an attempt token: a second pass or a retried shard of the same run never reuses a part's
+        # name, which the loader would take for one it has loaded already
+        self.stem = f"{run_id}-shard-{shard:04d}-of-{n_shards:04d}-{secrets.token_hex(4)}"
         self.rows: dict[str, list] = {k: [] for k in ("sop_instance_uid", "patient_id", "score", "path", "decode_reason")}
         self.files: list[str] = []
 
@@ -251,7 +262,8 @@ def score_shard(
     mine = shard_items(items, shard, n_shards) if n_shards > 1 else items
     fwd = forward or Forward(model, opts)
     parts = _Parts(Path(out_dir), run_id, shard, n_shards, model.model_id)
-    loader = make_loader(DicomDataset(mine, model.config.img_size), batch_size=opts.resolved_batch_size(),
+    loader = make_loader(DicomDataset(mine, model.config.img_size, roots=opts.roots,
+                                      item_timeout_s=opts.item_timeout_s), batch_size=opts.resolved_batch_size(),
                          workers=opts.workers, pin_memory=fwd.cuda, prefetch=opts.prefetch)
     res = ShardResult(shard, n_shards)
     done = 0

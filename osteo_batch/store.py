@@ -8,6 +8,12 @@ DuckDB lets one process open a file for writing. A nightly run is that writer;
 readers (the worklist renderer, ad-hoc queries) open the file read-only. When
 another process holds the lock we wait up to ``wait_s`` and then raise
 :class:`StoreLockedError`, which says what to do.
+
+DuckDB reports a full disk or a read-only folder with its own exceptions
+(``TransactionException: Failed to commit: Could not write file ".../osteo.duckdb.wal":
+No space left on device``); the store turns them into :class:`StoreDiskError`,
+one line that names the folder and the fix. A commit that failed wrote nothing,
+so the next run, once there is room, starts from the last commit.
 """
 
 from __future__ import annotations
@@ -32,6 +38,14 @@ class StoreLockedError(StoreError):
 
 class StoreMissingError(StoreError):
     pass
+
+
+class StoreDiskError(StoreError):
+    """The store's folder is full, over quota, read-only or refused; the message names it and the fix."""
+
+    def __init__(self, problem):
+        super().__init__(problem.line())
+        self.problem = problem  # an osteo_batch.outputs.DiskProblem
 
 
 @lru_cache(maxsize=None)
@@ -61,8 +75,11 @@ class Store:
         self.open()
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.close_quietly()
 
     def open(self) -> None:
         import duckdb
@@ -79,7 +96,8 @@ class Store:
         delay = 0.2
         while True:
             try:
-                self.con = duckdb.connect(str(self.path), read_only=self.read_only)
+                with self._disk_errors():
+                    self.con = duckdb.connect(str(self.path), read_only=self.read_only)
                 break
             except duckdb.IOException as e:
                 if not _is_lock_error(e):
@@ -92,24 +110,57 @@ class Store:
                 time.sleep(delay)
                 delay = min(delay * 1.5, 2.0)
         if not self.read_only:
-            os.chmod(self.path, 0o600)
-            self.con.execute(sql("schema")).fetchall()
+            try:
+                os.chmod(self.path, 0o600)
+                with self._disk_errors():
+                    self.con.execute(sql("schema")).fetchall()
+            except BaseException:
+                self.close_quietly()
+                raise
 
     def close(self) -> None:
+        """Close (DuckDB may checkpoint here, so a full disk can show here too)."""
         if self.con is not None:
-            self.con.close()
-            self.con = None
+            con, self.con = self.con, None
+            with self._disk_errors():
+                con.close()
+
+    def close_quietly(self) -> None:
+        try:
+            self.close()
+        except Exception:  # already failing: the first error says more
+            pass
+
+    @contextmanager
+    def _disk_errors(self):
+        """DuckDB's exceptions for a full disk, a read-only or refused folder, as :class:`StoreDiskError`."""
+        import duckdb
+
+        try:
+            yield
+        except duckdb.Error as e:
+            from osteo_batch.outputs import errno_of_text, problem_for
+
+            n = errno_of_text(str(e))
+            if n is None:
+                raise
+            raise StoreDiskError(problem_for(n, self.path.parent, workdir=self.path.parent)) from e
 
     @contextmanager
     def transaction(self):
         """Everything inside commits together or not at all (a kill mid-way leaves no half)."""
-        self.con.execute("BEGIN TRANSACTION").fetchall()
+        with self._disk_errors():
+            self.con.execute("BEGIN TRANSACTION").fetchall()
         try:
             yield self
         except BaseException:
-            self.con.execute("ROLLBACK").fetchall()
+            try:
+                self.con.execute("ROLLBACK").fetchall()
+            except Exception:  # a failed write may have ended the transaction already
+                pass
             raise
-        self.con.execute("COMMIT").fetchall()
+        with self._disk_errors():
+            self.con.execute("COMMIT").fetchall()
 
     # -- running named SQL -------------------------------------------------
     def run(self, name: str, params: dict[str, Any] | None = None, **relations: Any) -> list[dict]:
@@ -136,9 +187,10 @@ class Store:
             self.con.register(k, v)
         try:
             stmts = [s for s in _split(sql(name)) if s.strip()]
-            for s in stmts[:-1]:
-                self._execute(s, _used(params, s)).fetchall()
-            return last(stmts[-1], _used(params, stmts[-1]))
+            with self._disk_errors():
+                for s in stmts[:-1]:
+                    self._execute(s, _used(params, s)).fetchall()
+                return last(stmts[-1], _used(params, stmts[-1]))
         finally:
             for k in relations:
                 self.con.unregister(k)

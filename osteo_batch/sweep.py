@@ -9,13 +9,18 @@ changed rule file takes effect without re-reading the archive, and statuses
 are derived in SQL (``sql/resolve_status.sql``). The built-in study date check
 (``ineligible:study_date``) is re-derived against each night's run date.
 
-Conservation: every regular file under the archive has exactly one row after a
-sweep, so files swept = scored + ineligible + duplicate + rejected + pending.
+Conservation: every entry the walk lists has exactly one row after a sweep,
+so files swept = scored + ineligible + duplicate + rejected + pending. That
+includes entries the walk refuses (a link that leaves the archive, a FIFO, a
+dangling link, see ``osteo_batch.archive``): they are written with their
+reason straight from the listing, never handed to the header reader, and the
+next sweep rewrites them when the entry changes.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -35,6 +40,7 @@ INSTANCE_COLUMNS = (
     "sop_instance_uid", "sop_class_uid", "study_instance_uid", "series_instance_uid", "transfer_syntax_uid",
     "patient_id", "patient_name", "sex", "birth_date", "age", "study_date", "accession_number", "modality",
     "view", "body_part", "institution_name", "manufacturer", "photometric", "rows", "columns", "bits_stored",
+    "header_issues",
 )
 
 
@@ -49,25 +55,30 @@ class SweepResult:
     vanished: int
     counts: dict[str, int] = field(default_factory=dict)  # by status
     unreadable_dirs: int = 0
+    unreadable_dir_reasons: dict[str, int] = field(default_factory=dict)  # folders not listed, by why
+    refused: int = 0  # entries written from the listing alone tonight (links out, FIFOs, ...)
 
     def conserved(self) -> bool:
         return sum(self.counts.values()) == self.files
 
 
-def _read_many(paths: list[str]) -> list[HeaderResult]:
-    return [read_header(p) for p in paths]
+def _read_many(paths: list[str], roots: tuple[str, ...] | None = None) -> list[HeaderResult]:
+    # the header reader refuses paths that resolve outside ``roots`` (a link swapped in after the walk)
+    return [read_header(p, roots=roots) for p in paths]
 
 
-def iter_headers(paths: list[str], *, workers: int | None = None, batch: int = BATCH):
+def iter_headers(paths: list[str], *, workers: int | None = None, batch: int = BATCH,
+                 roots: tuple[str, ...] | None = None):
     """Yield header results in batches of about ``batch``, in order.
 
     Parallel processes read when there are many files; each batch is handed
     back as soon as it is read, so the caller can commit progress as it goes.
+    ``roots`` (``osteo_batch.archive.real_roots``) go to every header read.
     """
     workers = workers or min(8, os.cpu_count() or 1)
     if len(paths) < _PARALLEL_MIN or workers <= 1:
         for i in range(0, len(paths), batch):
-            yield _read_many(paths[i : i + batch])
+            yield _read_many(paths[i : i + batch], roots)
         return
     from osteo_batch.workers import context, watch_parent
 
@@ -76,7 +87,7 @@ def iter_headers(paths: list[str], *, workers: int | None = None, batch: int = B
     out: list[HeaderResult] = []
     with ProcessPoolExecutor(max_workers=workers, mp_context=context(), initializer=watch_parent,
                              initargs=(os.getpid(),)) as pool:
-        for part in pool.map(_read_many, chunks):
+        for part in pool.map(functools.partial(_read_many, roots=roots), chunks):
             out.extend(part)
             if len(out) >= batch:
                 yield out
@@ -174,13 +185,16 @@ def sweep(
     progress=None,
     batch: int = BATCH,
     run_date: dt.date | None = None,
+    allowed_roots: "tuple[str, ...] | list[str]" = (),
 ) -> SweepResult:
     """Index ``archive`` into ``store``; statuses reflect scores from ``model_id``.
 
     ``run_date`` is the day study dates are judged against (today on this
     machine when None; the pipeline passes today in the archive's time zone).
+    ``allowed_roots``: folders outside ``archive`` that links may lead into
+    (archives mounted through links); links to anywhere else are refused.
     """
-    listing = walk(archive)
+    listing = walk(archive, tuple(allowed_roots))
     tbl = listing.table()
     before = store.scalar("count_instances")
     if before and not len(listing):
@@ -190,10 +204,20 @@ def sweep(
         )
     store.run("sweep_remove_vanished", {"unlisted": listing.unreadable}, listing=tbl)
     kept = store.scalar("count_instances")
-    changed = [r["path"] for r in store.rows("sweep_changed", listing=tbl)]
+    changed, refused = [], []
+    for r in store.rows("sweep_changed", listing=tbl):
+        if r["walk_reason"] is None:
+            changed.append(r["path"])
+        else:  # refused by the walk: the row comes from the listing, nothing is opened
+            refused.append(HeaderResult(path=r["path"], reason=r["walk_reason"], detail=r["walk_detail"]))
     sizes = dict(zip(listing.paths, zip(listing.sizes, listing.mtimes_ns)))
+    if refused:
+        sizes.update(zip(listing.refused_paths, zip(listing.refused_sizes, listing.refused_mtimes_ns)))
+        for i in range(0, len(refused), batch):
+            with store.transaction():
+                store.run("instances_upsert", new_rows=_rows_table(refused[i : i + batch], sizes, run_id))
     n_read = 0
-    for part in iter_headers(changed, workers=workers, batch=batch):
+    for part in iter_headers(changed, workers=workers, batch=batch, roots=listing.roots):
         with store.transaction():  # all of a batch or none of it
             store.run("instances_upsert", new_rows=_rows_table(part, sizes, run_id))
         n_read += len(part)
@@ -203,5 +227,6 @@ def sweep(
     counts = resolve_status(store, model_id)
     return SweepResult(
         files=len(listing), read=n_read, vanished=before - kept, counts=counts,
-        unreadable_dirs=listing.unreadable_dirs,
+        unreadable_dirs=listing.unreadable_dirs, unreadable_dir_reasons=listing.unreadable_dir_reasons,
+        refused=len(refused),
     )

@@ -8,12 +8,65 @@ reason code, never as an exception that stops the batch.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
 
-from osteo_batch.dicom.pixels import DisplayOptions, PixelError, load_image
+from osteo_batch.dicom.pixels import DisplayOptions, PixelError, is_panic, load_image
 from osteo_batch.reasons import Reason
+
+#: Seconds one image may take to open, read and decode. A 2500x2048 JPEG 2000
+#: lossless decodes in about 0.6 s on one core; the limit is for what never ends.
+ITEM_TIMEOUT_S = 120.0
+
+
+class ItemTimeout(BaseException):
+    """One image ran past its time limit.
+
+    A ``BaseException``, like ``KeyboardInterrupt``: it must unwind through
+    every ``except Exception`` in pydicom and the pixel pipeline (which would
+    turn it into a decoding failure) to reach :meth:`DicomDataset.__getitem__`.
+    """
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None):
+    """Raise :class:`ItemTimeout` in this thread if the block runs past ``seconds``.
+
+    SIGALRM from ``ITIMER_REAL``: it interrupts a blocking system call (an
+    ``open`` or ``read`` on a hung mount returns EINTR, and Python runs the
+    handler) and Python code; C code that never returns to the interpreter
+    (a decoder stuck in a loop) is not interrupted until it does. Signals are
+    delivered to the main thread only, so elsewhere (``workers=0`` under a
+    threaded caller) and when a timer is already running (the caller's own
+    limit, which is left alone) the block runs unbounded. DataLoader workers
+    run items in their main thread.
+    """
+    import signal
+    import threading
+
+    if (not seconds or seconds <= 0 or not hasattr(signal, "setitimer")
+            or threading.current_thread() is not threading.main_thread()
+            or signal.getitimer(signal.ITIMER_REAL)[0] > 0):
+        yield
+        return
+
+    armed = [True]  # raise at most once, and never once the block is over (a late signal is ignored)
+
+    def expired(signum, frame):
+        if armed[0]:
+            armed[0] = False
+            raise ItemTimeout(f"took longer than {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+        yield
+    finally:
+        armed[0] = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @dataclass(frozen=True)
@@ -24,24 +77,44 @@ class Item:
 
 
 class DicomDataset:
-    """Map-style dataset over ``items``; yields (index, image or None, reason or None)."""
+    """Map-style dataset over ``items``; yields (index, image or None, reason or None).
 
-    def __init__(self, items: list[Item], img_size: int, opts: DisplayOptions = DisplayOptions()):
+    ``roots`` (:func:`osteo_batch.archive.real_roots`): where a file may
+    resolve; one that now leads outside is never opened. ``item_timeout_s``:
+    the time one image may take (:func:`time_limit`), past which it is
+    rejected as ``decode_timeout`` and the worker goes on with the next.
+    Each item is also checked to still hold the SOP Instance UID the sweep
+    indexed (see :func:`osteo_batch.dicom.pixels.load_image`).
+    """
+
+    def __init__(self, items: list[Item], img_size: int, opts: DisplayOptions = DisplayOptions(), *,
+                 roots: tuple[str, ...] = (), item_timeout_s: float | None = ITEM_TIMEOUT_S):
         self.items = items
         self.img_size = img_size
         self.opts = opts
+        self.roots = tuple(roots)
+        self.item_timeout_s = item_timeout_s
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int):
+        it = self.items[i]
         try:
-            img = load_image(self.items[i].key, self.img_size, self.opts)
+            with time_limit(self.item_timeout_s):
+                img = load_image(it.key, self.img_size, self.opts, roots=self.roots,
+                                 sop_instance_uid=it.sop_instance_uid)
             return i, img, None
+        except ItemTimeout:
+            return i, None, Reason.DECODE_TIMEOUT.value
         except PixelError as e:
             return i, None, e.reason
         except Exception:  # a bug, not bad input; still only this file's loss
             return i, None, Reason.DECODE_FAILED.value
+        except BaseException as e:  # a native decoder's panic: this file's loss, not the worker's end
+            if is_panic(e):
+                return i, None, Reason.DECODE_FAILED.value
+            raise
 
 
 def collate(batch):

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import multiprocessing
 
-PRELOAD = ["numpy", "PIL.Image", "pydicom", "torch", "glymur", "osteo_batch.tensors", "osteo_batch.dicom.headers"]
+PRELOAD = ["numpy", "PIL.Image", "pydicom", "torch", "glymur", "osteo_batch.tensors", "osteo_batch.dicom.headers",
+           "osteo_batch.dicom.quiet"]
 
 
 def context():
@@ -31,10 +32,18 @@ def watch_parent(pid: int, *_: object) -> None:
     holding torch in memory. A daemon thread polling the run's PID ends them
     within a second. Use as ``worker_init_fn`` (DataLoader) or
     ``initializer`` (ProcessPoolExecutor).
+
+    It also silences pydicom in the worker (:func:`osteo_batch.dicom.quiet.silence_pydicom`):
+    every worker reads DICOM, and pydicom's warnings quote header values
+    (patient names among them) to the worker's stderr, which is the run's.
     """
     import os
     import threading
     import time
+
+    from osteo_batch.dicom.quiet import silence_pydicom
+
+    silence_pydicom()
 
     def check() -> None:
         while True:

@@ -12,6 +12,13 @@ Each page is one HTML file with every asset inlined (heat maps as data URIs,
 the sorting and filtering script as a few lines of vanilla JS), so it works
 offline from a shared drive and prints on paper. A CSV of the same rows goes
 beside it for scheduling systems.
+
+Every text value that came from a DICOM header (names, IDs, accession
+numbers, sites, view, modality) is cleaned where a row is built
+(:func:`osteo_batch.text.clean_cell`): headers are written by whoever sent the
+study, and an escape sequence, NUL, BEL or bidi override in them must not
+reach a terminal, a CSV reader or a browser (Jinja's autoescape covers
+``< > &`` only). The raw Patient ID stays the identity the store records.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from osteo_batch.outputs import write_private
 from osteo_batch.reasons import DESCRIPTIONS
 from osteo_batch.report import data_uri_png, render
 from osteo_batch.sweep import STATUSES, by_status
+from osteo_batch.text import clean_cell
 
 UNKNOWN_SITE = "Unknown site"
 
@@ -91,10 +99,18 @@ def _date(x) -> dt.date:
 
 
 def site_of(institution_name: str | None, sites: Mapping[str, str] | None = None) -> str:
-    """The site a study belongs to: the configured mapping of InstitutionName, else the name itself."""
-    name = (institution_name or "").strip()
-    if sites and name in sites:
-        return sites[name]
+    """The site a study belongs to: the configured mapping of InstitutionName, else the name itself.
+
+    Control characters are removed (the name is printed, put in CSV cells and
+    pages, and is the outcomes' key by site); the mapping is looked up with the
+    name as written and as cleaned.
+    """
+    raw = (institution_name or "").strip()
+    name = clean_cell(raw).strip()
+    if sites:
+        for key in (raw, name):
+            if key in sites:
+                return clean_cell(sites[key]).strip() or UNKNOWN_SITE
     return name or UNKNOWN_SITE
 
 
@@ -124,7 +140,7 @@ def display_name(dicom_name: str | None) -> str:
     """
     if not dicom_name:
         return ""
-    groups = dicom_name.split("=")
+    groups = clean_cell(dicom_name).split("=")
     parts = [p for p in groups[0].split("^") if p]
     first = parts[0] if len(parts) == 1 else (f"{parts[0]}, {' '.join(parts[1:])}" if parts else "")
     others = ["".join(p for p in g.split("^") if p) for g in groups[1:]]
@@ -151,14 +167,15 @@ def build_rows(candidates: list[dict], threshold: float, bands: dict[str, float]
         hm = heatmap_dir / c["heatmap"] if c.get("heatmap") else None
         rows.append(
             {
-                "patient_id": c["patient_id"],
+                "patient_key": c["patient_id"],  # as stored: the identity worklist_entries records
+                "patient_id": _text(c["patient_id"]),
                 "name": display_name(c["patient_name"]),
                 "age": None if c["age"] is None else int(c["age"]),
                 "study_date": c["study_date"].isoformat() if c["study_date"] else "",
-                "accession": c["accession_number"] or "",
+                "accession": _text(c["accession_number"]) or "",
                 "site": site_of(c["institution_name"], sites),
-                "view": c["view"] or "",
-                "modality": c["modality"] or "",
+                "view": _text(c["view"]) or "",
+                "modality": _text(c["modality"]) or "",
                 "sop_instance_uid": c["sop_instance_uid"],
                 "score": c["score"],
                 "score_shown": f"{display(c['score']):.{DECIMALS}f}",  # the band is judged on this value
@@ -168,12 +185,17 @@ def build_rows(candidates: list[dict], threshold: float, bands: dict[str, float]
                 "last_dxa_t": c.get("last_dxa_t_min"),
                 "status": c.get("referral_status") or "new",
                 "status_date": _date(c["referral_at"]).isoformat() if c.get("referral_at") else "",
-                "status_by": c.get("referral_by") or "",
+                "status_by": _text(c.get("referral_by")) or "",
             }
         )
     for i, r in enumerate(rows, 1):
         r["rank"] = i
     return rows, excluded, below
+
+
+def _text(v: Any) -> str | None:
+    """Header text for a row: control characters removed, one line (None stays None)."""
+    return None if v is None else clean_cell(str(v))
 
 
 def to_csv(rows: list[dict]) -> str:
@@ -190,7 +212,11 @@ def to_csv(rows: list[dict]) -> str:
 
 
 def _cell(v: str | None) -> str:
-    v = v or ""
+    """A CSV text cell: control characters removed, one line, and a leading formula sign quoted.
+
+    Cleaning comes first, so a NUL or ESC cannot hide an ``=`` from the guard.
+    """
+    v = clean_cell(v or "")
     return "'" + v if v[:1] in ("=", "+", "-", "@", "\t", "\r") else v
 
 
@@ -255,7 +281,7 @@ def write_worklist(
             {"run_id": run["run_id"], "file": path.name, "model_id": model_id, "threshold": threshold, "n": len(rows)},
         )
         e = pa.table({
-            "patient_id": pa.array([r["patient_id"] or f"uid:{r['sop_instance_uid']}" for r in rows], pa.string()),
+            "patient_id": pa.array([r["patient_key"] or f"uid:{r['sop_instance_uid']}" for r in rows], pa.string()),
             "site": pa.array([r["site"] for r in rows], pa.string()),
             "sop_instance_uid": pa.array([r["sop_instance_uid"] for r in rows], pa.string()),
             "study_date": pa.array([dt.date.fromisoformat(r["study_date"]) if r["study_date"] else None for r in rows],

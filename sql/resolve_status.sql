@@ -26,8 +26,11 @@ FROM (
             CASE WHEN x.read_reason IS NULL
                  THEN row_number() OVER (
                      PARTITION BY x.sop_instance_uid, x.read_reason IS NULL
-                     -- keep a copy that can be scored: eligible and decodable first, then by path
-                     ORDER BY (x.eligibility_reason IS NULL AND x.decode_reason IS NULL) DESC, x.path)
+                     -- keep a copy that can be scored: eligible and decodable first, then the one
+                     -- whose header is intact (fewest invalid values; not yet counted last), then by path.
+                     -- A kept copy that fails to decode gets decode_reason and drops behind the next one.
+                     ORDER BY (x.eligibility_reason IS NULL AND x.decode_reason IS NULL) DESC,
+                              x.header_issues ASC NULLS LAST, x.path)
             END AS copy_no,
             EXISTS (
                 SELECT 1 FROM scores AS s

@@ -12,7 +12,7 @@ CREATE TABLE IF NOT EXISTS runs (
     archive      VARCHAR,
     model_id     VARCHAR,
     threshold    DOUBLE,
-    status       VARCHAR NOT NULL,          -- 'running', 'finished', 'failed'
+    status       VARCHAR NOT NULL,          -- 'running', 'finished', 'failed', 'ended_abnormally' (killed)
     summary      JSON
 );
 
@@ -56,6 +56,9 @@ CREATE TABLE IF NOT EXISTS instances (
     swept_run_id        VARCHAR,
     CHECK (status = 'scored' OR reason IS NOT NULL)
 );
+-- Values in the file's header that break their VR's rules (plus File Meta/data set
+-- mismatches): of two copies of one SOP Instance UID, the intact one is kept.
+ALTER TABLE instances ADD COLUMN IF NOT EXISTS header_issues INTEGER;
 
 -- Risk scores: P(osteoporosis) from one model for one image. model_id is the
 -- model's content hash, so every score traces back to exact weights.

@@ -1,9 +1,15 @@
--- Files in tonight's listing that are new or changed since the last sweep
--- (by path, size and modification time), and files that could not be read
--- last time (a passing I/O error is retried every night). listing: Arrow.
-SELECT l.path
+-- Entries in tonight's listing that are new or changed since the last sweep
+-- (by path, size and modification time), files that could not be read last
+-- time (a passing I/O error is retried every night), and entries whose
+-- walk verdict changed (a link retargeted out of or back into the archive).
+-- walk_reason is set for entries the walk refused (never opened: the caller
+-- writes their rows from the listing); NULL for files whose header is read.
+-- listing: Arrow (path, size, mtime_ns, walk_reason, walk_detail).
+SELECT l.path, l.walk_reason, l.walk_detail
 FROM listing AS l
 LEFT JOIN instances AS i USING (path)
 WHERE i.path IS NULL OR i.size <> l.size OR i.mtime_ns <> l.mtime_ns
-   OR i.read_reason = 'unreadable'
+   OR (l.walk_reason IS NULL AND i.read_reason IN ('unreadable', 'outside_archive', 'not_regular_file'))
+   OR (l.walk_reason IS NOT NULL AND (i.read_reason IS DISTINCT FROM l.walk_reason
+                                      OR i.read_detail IS DISTINCT FROM l.walk_detail))
 ORDER BY l.path;

@@ -15,7 +15,11 @@ def test_every_regular_file_once_and_no_symlink_loops(tmp_path):
     listing = walk(tmp_path)
     names = sorted(os.path.basename(p) for p in listing.paths)
     assert names == ["f1", "f2 odd name ü #1"]
-    assert listing.vanished == 1  # the dangling link
+    # the dangling link and the FIFO get a row each, with a reason, and are never opened
+    refused = sorted(zip((os.path.basename(p) for p in listing.refused_paths), listing.refused_reasons,
+                         listing.refused_details))
+    assert refused == [("dangling", "unreadable", "dangling_link"), ("fifo", "not_regular_file", "fifo")]
+    assert listing.vanished == 0 and len(listing) == 4
 
 
 def test_unreadable_directory_is_counted_not_fatal(tmp_path):

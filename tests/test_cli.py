@@ -95,7 +95,7 @@ def test_worklist_waits_for_a_held_store_then_says_so(tmp_path):
 def test_bad_values_in_config_and_workdir_are_one_line_errors(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text('[run]\nworkers = "four"\n')
-    assert "is not a int" in one_line_error(cli("sweep", "--archive", tmp_path, "--config", cfg, "--workdir", tmp_path / "w"))
+    assert "must be a whole number >= 0" in one_line_error(cli("sweep", "--archive", tmp_path, "--config", cfg, "--workdir", tmp_path / "w"))
     cfg.write_text('[[rule]]\nname = "r"\n  [[rule.condition]]\n  name = "age"\n  field = "age"\n  min = "fifty"\n')
     assert "must be a number" in one_line_error(cli("sweep", "--archive", tmp_path, "--config", cfg, "--workdir", tmp_path / "w"))
     afile = tmp_path / "a-file"

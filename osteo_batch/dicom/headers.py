@@ -1,12 +1,19 @@
 """Read one file's DICOM header and decide whether it is a scoreable image.
 
 Why headers only: a sweep over millions of files must not decode pixels. The
-file is parsed with ``defer_size`` so Pixel Data is located (offset and length)
-but not loaded, which is enough to tell an image from a report, a complete file
-from a partial transfer, and a header that lies about its size, before anything
-is allocated. Files are recognised by content (``force=True``), never by name:
-files without a preamble or a ``.dcm`` extension are read, and whatever comes
-back is checked to really be a DICOM data set.
+file is opened by :func:`osteo_batch.dicom.inflate.open_dataset` with
+``defer_size`` so Pixel Data is located (offset and length) but not loaded,
+which is enough to tell an image from a report, a complete file from a partial
+transfer (the element structure is walked to its end), a deflate bomb from an
+image, and a header that lies about its size, before anything is allocated.
+Files are recognised by content (``force=True``), never by name: files without
+a preamble or a ``.dcm`` extension are read, and whatever comes back is checked
+to really be a DICOM data set.
+
+Why quietly: pydicom's warnings quote header values, patient names included
+(:mod:`osteo_batch.dicom.quiet`). Values that break their VR's rules are
+counted instead (``header_issues``), so that of two copies of one SOP Instance
+UID the sweep keeps the intact one (``sql/resolve_status.sql``).
 """
 
 from __future__ import annotations
@@ -14,10 +21,10 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
+from osteo_batch.dicom.inflate import IDENTIFYING, MAX_PIXEL_BYTES, pixel_bytes
 from osteo_batch.reasons import Reason
 
 #: Keywords kept in ``instances.header`` so selection rules can be re-evaluated
@@ -30,8 +37,7 @@ HEADER_KEYWORDS = (
     "BitsAllocated", "SamplesPerPixel", "NumberOfFrames", "PixelRepresentation", "ImageLaterality",
 )
 
-#: Refuse images whose header claims more than this many bytes of pixels.
-MAX_PIXEL_BYTES = 512 * 1024 * 1024
+#: Refuse images whose sides exceed this (and, see ``inflate.MAX_PIXEL_BYTES``, larger pixel data).
 MAX_SIDE = 16384
 
 
@@ -102,90 +108,175 @@ def _decoder_available(ts: str) -> bool:
         return False
 
 
-def read_header(path: str | os.PathLike) -> HeaderResult:
-    """Read the header of ``path``; never raises for bad files."""
-    import pydicom
-    from pydicom.errors import InvalidDicomError
+def read_header(path: str | os.PathLike, roots: tuple[str, ...] | None = None) -> HeaderResult:
+    """Read the header of ``path``; never raises for bad files, never prints what it read.
 
-    from osteo_batch.archive import fs_path
+    ``roots`` (``osteo_batch.archive.real_roots``): a path that resolves
+    outside them is refused (``outside_archive``) without being opened.
+    The file is opened by :func:`osteo_batch.dicom.inflate.open_dataset`
+    (complete, bounded, a regular file), inside :func:`quiet.reading`: what
+    pydicom finds wrong is counted into ``fields["header_issues"]`` with the
+    values that break their VR's rules, never shown.
+    """
+    from osteo_batch.dicom.inflate import DatasetError, open_dataset
+    from osteo_batch.dicom.quiet import pydicom_warnings, reading
 
     res = HeaderResult(path=os.fspath(path))
-    p = fs_path(res.path)
-    try:
-        size = os.path.getsize(p)
-    except OSError as e:
-        res.reason, res.detail = Reason.UNREADABLE.value, type(e).__name__
-        return res
-    if size == 0:
-        res.reason = Reason.EMPTY_FILE.value
-        return res
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            ds = pydicom.dcmread(p, force=True, defer_size=1024)
-    except (OSError, PermissionError) as e:
-        res.reason, res.detail = Reason.UNREADABLE.value, type(e).__name__
-        return res
-    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, NotImplementedError, OverflowError) as e:
-        res.reason, res.detail = Reason.NOT_DICOM.value, type(e).__name__
-        return res
-    except Exception as e:  # pydicom raises a wide range on garbage input
-        res.reason, res.detail = Reason.NOT_DICOM.value, type(e).__name__
-        return res
-    hit_eof = any("End of file" in str(w.message) for w in caught)
-    if hit_eof and len(ds) == 0:
-        # pydicom drops the whole data set when encapsulated pixel data ends
-        # early; a header-only read tells a partial transfer from junk
+    with reading() as caught:
         try:
-            head = pydicom.dcmread(p, force=True, stop_before_pixels=True)
-        except Exception:
-            head = None
-        res.reason = Reason.TRUNCATED.value if head is not None and len(head) else Reason.NOT_DICOM.value
-        return res
+            ds = open_dataset(res.path, roots, defer_size=1024)
+        except DatasetError as e:
+            res.reason, res.detail = e.reason, e.detail
+            return res
+        structural = pydicom_warnings(caught)
+        _judge(ds, res, structural, caught)
+    return res
+
+
+def _judge(ds, res: HeaderResult, structural: int, caught: list) -> None:
+    """Fill ``res`` from the opened data set ``ds``, or set its reason."""
+    from osteo_batch.dicom.quiet import pydicom_warnings
 
     # a DICOMDIR, report or other non-image object is DICOM, just not an image:
     # say so, whatever its top-level tags hold
     meta = getattr(ds, "file_meta", None)
-    sop_class = ds.get("SOPClassUID") or (meta.get("MediaStorageSOPClassUID") if meta is not None else None)
+    try:
+        sop_class = ds.get("SOPClassUID") or (meta.get("MediaStorageSOPClassUID") if meta is not None else None)
+    except Exception:
+        sop_class = None
     if sop_class and not _is_image_class(str(sop_class)):
         res.reason = Reason.NOT_IMAGE.value
-        return res
+        return
 
     # force=True parses anything; a real data set has at least some standard tags
-    if len(ds) == 0 or not any(k in ds for k in ("SOPInstanceUID", "SOPClassUID", "PatientID", "Modality", "StudyInstanceUID")):
-        res.reason = Reason.TRUNCATED.value if hit_eof and len(ds) else Reason.NOT_DICOM.value
-        return res
+    if len(ds) == 0 or not any(k in ds for k in IDENTIFYING):
+        # with a DICM prefix or a File Meta group it began as DICOM: the data set stops before its identity
+        began = getattr(ds, "preamble", None) is not None or (meta is not None and len(meta) > 0)
+        res.reason = Reason.TRUNCATED.value if began else Reason.NOT_DICOM.value
+        res.detail = "no identifying tags"
+        return
 
     try:
+        before = len(caught)
+        issues = structural + count_header_issues(ds)
+        issues += pydicom_warnings(caught[before:])  # values that did not decode in their character set
         _fill_fields(ds, res)
     except Exception as e:  # a malformed value in a tag we index
         res.reason, res.detail = Reason.NOT_DICOM.value, f"header value: {type(e).__name__}"
-        return res
-
+        return
     f = res.fields
-    if not f.get("sop_instance_uid"):
+    f["header_issues"] = issues
+    uid = f.get("sop_instance_uid")
+    if not uid:
         res.reason = Reason.MISSING_SOP_INSTANCE_UID.value
-        return res
+        return
+    if not _USABLE_UID.fullmatch(uid):
+        # a damaged UID (it ran into the next elements, say) identifies nothing; it may hold
+        # bytes of other values, so it is not kept either
+        f["sop_instance_uid"] = None
+        res.reason, res.detail = Reason.MISSING_SOP_INSTANCE_UID.value, "(0008,0018) is not a UID"
+        return
     if not _is_image_class(f.get("sop_class_uid")):
         res.reason = Reason.NOT_IMAGE.value
-        return res
+        return
     px = ds.get_item("PixelData", keep_deferred=True) if "PixelData" in ds else None
     if px is None:
-        res.reason = Reason.TRUNCATED.value if hit_eof else Reason.NO_PIXEL_DATA.value
-        return res
-    if hit_eof:
-        res.reason = Reason.TRUNCATED.value
-        return res
-    # a deflated data set is parsed from its inflated bytes: offsets exceed the file size
-    deflated = f.get("transfer_syntax_uid") == "1.2.840.10008.1.2.1.99"
-    reason = _check_pixel_geometry(ds, px, None if deflated else size)
+        res.reason = Reason.NO_PIXEL_DATA.value
+        return
+    reason = _check_pixel_geometry(ds, px)
     if reason:
         res.reason, res.detail = reason
-        return res
+        return
     ts = f.get("transfer_syntax_uid")
     if ts and not _decoder_available(ts):
         res.reason, res.detail = Reason.UNSUPPORTED_TRANSFER_SYNTAX.value, ts
-    return res
+
+
+#: What a SOP Instance UID must at least look like to identify a file (looser than the
+#: standard's rules: real archives hold UIDs with leading zeros, which still identify).
+_USABLE_UID = re.compile(r"[0-9.]{1,64}")
+
+#: VRs whose values pydicom can validate (:func:`pydicom.valuerep.validate_value`).
+_VALIDATED = {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
+#: VRs whose longest valid value is far under the defer size: a deferred one has a damaged length.
+_SHORT = {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "PN", "SH", "TM", "UI"}
+#: Control characters no text value may hold (PS3.5 6.1.3: ESC starts a character set switch;
+#: LT, ST and UT may also hold TAB, LF, FF and CR).
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f]")
+_CONTROL_SHORT = re.compile(r"[\x00-\x1a\x1c-\x1f\x7f]")
+_TEXT = {"LT", "ST", "UT"}
+_PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
+
+
+def count_header_issues(ds, *, _depth: int = 0) -> int:
+    """Values of ``ds`` (and its File Meta, and sequence items) that break their VR's rules, plus mismatches.
+
+    Why: when two files claim one SOP Instance UID, the copy to keep is the
+    one whose header is intact; a damaged byte shows as a value its VR does
+    not allow (:func:`pydicom.valuerep.validate_value`, and control
+    characters in text), a short-VR element whose length passed the defer
+    size, or a File Meta that names another instance or class than the data
+    set. Counted, never quoted.
+    """
+    from pydicom.config import RAISE
+    from pydicom.datadict import dictionary_VR
+    from pydicom.dataelem import RawDataElement
+    from pydicom.valuerep import validate_value
+
+    n = 0
+    for tag in list(ds.keys()):
+        t = int(tag)
+        if t in _PIXEL_TAGS:
+            continue
+        raw = ds.get_item(tag, keep_deferred=True)
+        vr = raw.VR
+        if vr is None:  # implicit VR: the dictionary's (private tags are not validated)
+            try:
+                vr = dictionary_VR(t)
+            except KeyError:
+                continue
+        if vr not in _VALIDATED and vr != "SQ" and "SQ" not in vr:
+            continue
+        if isinstance(raw, RawDataElement) and raw.value is None:
+            n += bool(raw.length) and vr in _SHORT  # deferred: longer than any valid value
+            continue
+        try:
+            elem = ds[tag]
+        except Exception:  # a value that cannot be converted at all
+            n += 1
+            continue
+        if elem.VR == "SQ":
+            if _depth < 8:
+                for item in elem.value or ():
+                    n += count_header_issues(item, _depth=_depth + 1)
+            continue
+        if elem.VR not in _VALIDATED:
+            continue
+        value = elem.value
+        values = value if type(value).__name__ == "MultiValue" or isinstance(value, list) else [value]
+        for v in values:
+            if v is None or v == "":
+                continue
+            s = getattr(v, "original_string", None) if elem.VR in ("IS", "DS") else None
+            s = s if isinstance(s, str) else str(v)
+            control = _CONTROL if elem.VR in _TEXT else _CONTROL_SHORT
+            if control.search(s):
+                n += 1
+                continue
+            try:
+                validate_value(elem.VR, s, RAISE)
+            except Exception:
+                n += 1
+    if _depth == 0:
+        meta = getattr(ds, "file_meta", None)
+        if meta is not None:
+            n += count_header_issues(meta, _depth=1)
+            for meta_kw, ds_kw in (("MediaStorageSOPInstanceUID", "SOPInstanceUID"),
+                                   ("MediaStorageSOPClassUID", "SOPClassUID")):
+                a, b = _text(meta, meta_kw), _text(ds, ds_kw)
+                if a and b and a != b:
+                    n += 1
+    return n
 
 
 def _int(ds, keyword: str) -> int | None:
@@ -196,7 +287,7 @@ def _int(ds, keyword: str) -> int | None:
         return None
 
 
-def _check_pixel_geometry(ds, px, file_size: int | None) -> tuple[str, str] | None:
+def _check_pixel_geometry(ds, px) -> tuple[str, str] | None:
     rows, cols = _int(ds, "Rows"), _int(ds, "Columns")
     bits = _int(ds, "BitsAllocated")
     spp = _int(ds, "SamplesPerPixel") or 1
@@ -206,11 +297,8 @@ def _check_pixel_geometry(ds, px, file_size: int | None) -> tuple[str, str] | No
     if rows > MAX_SIDE or cols > MAX_SIDE or rows * cols * spp * frames * bits // 8 > MAX_PIXEL_BYTES:
         return Reason.IMAGE_TOO_LARGE.value, f"{rows}x{cols}x{frames} frames"
     length = getattr(px, "length", None)
-    tell = getattr(px, "value_tell", None)
-    if length is not None and length != 0xFFFFFFFF:  # native (not encapsulated)
-        if file_size is not None and tell is not None and tell + length > file_size:
-            return Reason.TRUNCATED.value, "pixel data runs past end of file"
-        expected = rows * cols * spp * frames * bits // 8 if bits % 8 == 0 else (rows * cols * spp * frames * bits + 7) // 8
+    if length is not None and length != 0xFFFFFFFF:  # native (not encapsulated); open_dataset saw it complete
+        expected = pixel_bytes(rows, cols, bits, spp, frames)
         if length < expected:
             return Reason.PIXELS_INCONSISTENT.value, f"{length} bytes < {expected} expected"
     return None
