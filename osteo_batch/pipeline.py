@@ -162,7 +162,15 @@ class Settings:
         from osteo_batch.scoring import ScoreOptions
 
         return ScoreOptions(batch_size=self.batch_size, workers=self.workers, device=device or self.device,
-                            precision=self.precision, compile=self.compile, commit_every=self.commit_every)
+                            precision=self.precision, compile=self.compile, commit_every=self.commit_every,
+                            roots=self.archive_roots())
+
+    def archive_roots(self) -> tuple[str, ...]:
+        """The resolved archive root and ``[archive] allowed_roots``: the only places a file is opened
+        (a pending file turned into a link out of the archive after the sweep is refused at decode too)."""
+        from osteo_batch.archive import real_roots
+
+        return real_roots(self.archive, self.allowed_roots) if self.archive else ()
 
     def to_json(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
@@ -646,6 +654,7 @@ def explain_stage(settings: Settings, run_id: str) -> dict[str, Any]:
     from osteo_batch.progress import ProgressLog
 
     done, failed = explain(model, todo, settings.workdir / "heatmaps", device=settings.device,
+                           roots=settings.archive_roots(),
                            workers=min(settings.workers, 2), progress=ProgressLog("heat maps", len(todo)))
     with open_store(settings) as st:
         record(st, model.model_id, run_id, done)

@@ -10,6 +10,9 @@ FROM listing AS l
 LEFT JOIN instances AS i USING (path)
 WHERE i.path IS NULL OR i.size <> l.size OR i.mtime_ns <> l.mtime_ns
    OR (l.walk_reason IS NULL AND i.read_reason IN ('unreadable', 'outside_archive', 'not_regular_file'))
+   -- pixels that could not be read, or a file that is no longer the image its header row says
+   -- (rewritten with its size and time kept): read the header again, and decode again
+   OR (l.walk_reason IS NULL AND i.decode_reason = 'unreadable')
    OR (l.walk_reason IS NOT NULL AND (i.read_reason IS DISTINCT FROM l.walk_reason
                                       OR i.read_detail IS DISTINCT FROM l.walk_detail))
 ORDER BY l.path;

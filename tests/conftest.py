@@ -22,15 +22,8 @@ _flows_env.configure(None)
 
 import pytest  # noqa: E402
 
+from dicom_factory import small_spec  # noqa: E402,F401  (fixtures below use it)
 
-
-def small_spec(**kw):
-    from osteo_batch.synth import CohortSpec
-
-    base = dict(n_women=48, n_men=3, n_young=3, n_lateral=3, n_followups=4, n_unreadable=3,
-                min_side=256, max_side=384, seed=1234)
-    base.update(kw)
-    return CohortSpec(**base)
 
 
 @pytest.fixture(scope="session")

@@ -51,3 +51,12 @@ def write_many(folder: Path, n: int, *, rows: int = 8, cols: int = 8) -> list[Pa
         ds.save_as(p, enforce_file_format=True)
         out.append(p)
     return out
+
+
+def small_spec(**kw):
+    from osteo_batch.synth import CohortSpec
+
+    base = dict(n_women=48, n_men=3, n_young=3, n_lateral=3, n_followups=4, n_unreadable=3,
+                min_side=256, max_side=384, seed=1234)
+    base.update(kw)
+    return CohortSpec(**base)

@@ -35,7 +35,7 @@ def test_its_cohort_seed_is_drawn_by_no_other_cohort():
     from pretrain_foundation import PRETRAIN_SEED
 
     from osteo_batch import demo, study, synth
-    from conftest import small_spec
+    from dicom_factory import small_spec
 
     m = json.loads((PHANTOM / "manifest.json").read_text())
     assert m["recipe"]["cohort_seed"] == PRETRAIN_SEED

@@ -12,7 +12,7 @@ from osteo_batch.dicom.pixels import (DisplayOptions, PixelError, decode, decode
 @pytest.fixture(scope="module")
 def large_archive(tmp_path_factory):
     """Phantoms at 900-1400 px in JPEG 2000 (lossy and lossless), RLE and native: 2-3 levels above 168 px."""
-    from conftest import small_spec
+    from dicom_factory import small_spec
     from osteo_batch.synth import write_cohort
 
     root = tmp_path_factory.mktemp("large")

@@ -107,7 +107,7 @@ def test_the_marker_has_a_mask_of_its_own(cohort_dir):
 def test_an_existing_cohort_is_reused_only_for_the_same_spec(cohort_dir):
     from dataclasses import replace
 
-    from conftest import small_spec
+    from dicom_factory import small_spec
 
     root = cohort_dir.archive.parent
     again = synth.existing_cohort(root, small_spec())

@@ -10,7 +10,7 @@ from osteo_batch.models import bands
 
 @pytest.fixture(scope="module")
 def calibrated(tmp_path_factory):
-    from conftest import small_spec
+    from dicom_factory import small_spec
 
     from osteo_batch import pipeline
     from osteo_batch.foundations import PHANTOM

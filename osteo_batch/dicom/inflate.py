@@ -119,8 +119,9 @@ def open_dataset(path: str | os.PathLike, roots: tuple[str, ...] | None = None, 
             raise
         except MemoryError:
             raise DatasetError(Reason.IMAGE_TOO_LARGE.value, "out of memory while reading") from None
-        except OSError as e:
-            raise DatasetError(Reason.UNREADABLE.value, type(e).__name__) from None
+        except OSError as e:  # pydicom raises a bare OSError ("No tag to read") on damaged data: no errno
+            raise DatasetError(Reason.UNREADABLE.value if e.errno is not None else Reason.NOT_DICOM.value,
+                               type(e).__name__) from None
         except RecursionError:
             raise DatasetError(Reason.NOT_DICOM.value, "nested too deep") from None
         except Exception as e:  # pydicom raises a wide range on garbage input

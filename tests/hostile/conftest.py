@@ -10,4 +10,4 @@ from pathlib import Path
 _here = Path(__file__).resolve().parent
 for p in (_here, _here.parent):
     if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
+        sys.path.append(str(p))  # after tests/: its conftest stays the one named conftest

@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -50,6 +49,7 @@ SIZE = 24
 CALL_LIMIT_S = 20.0  # one call (header or pixels) on one small mutant: far past any honest decode
 STALL_S = 60.0  # the parent's watchdog, for C code that never returns to Python
 MEMORY_MB = 1200  # peak resident memory of the child; the base files decode in a few tens of MB
+MEMORY_EXIT = 3  # the child's exit status when it passed MEMORY_MB
 
 
 # ------------------------------------------------------------------ base files
@@ -259,11 +259,29 @@ def _worker(seed: str, start: str, stop: str, bases_dir: str, work: str) -> None
                 bad(n, "load_image hung")
             except BaseException as e:  # noqa: BLE001
                 bad(n, f"load_image raised {_where(e)}")
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+            peak = peak_mb()
             if peak > MEMORY_MB:
                 bad(n, f"peak memory {peak} MB")
-                return
+                sys.exit(MEMORY_EXIT)  # the fuzzing stops here: every later mutant would share the peak
     progress.write_text(str(int(stop)))
+
+
+def peak_mb() -> int:
+    """Peak resident memory of this process since it started, in MB.
+
+    ``VmHWM`` belongs to the process's own address space; ``ru_maxrss`` is
+    carried across ``execve`` from the parent (pytest, perhaps after training
+    a model), so a fresh child would report the parent's peak.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
 
 
 # ------------------------------------------------------------------ the parent
@@ -327,6 +345,8 @@ def fuzz(tmp: Path, seed: int, count: int) -> tuple[list[dict], str, float]:
     n = 0
     while n < count:
         done, why = _child(seed, n, count, bases_dir, work, printed)
+        if why == f"exit {MEMORY_EXIT}":  # recorded by the child; nothing after it would be measured
+            break
         if why:
             # the same mutant alone, in a fresh child: a death it does not reproduce came from outside
             # (the machine's OOM killer under other load), and is reported but not counted

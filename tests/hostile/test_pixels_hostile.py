@@ -45,6 +45,8 @@ def _env() -> dict[str, str]:
 def _case_worker(archive: str, outside: str, out: str) -> None:
     """In a child capped at 2.5 GiB: write every pixel case, read its header and pixels, record the outcome."""
     resource.setrlimit(resource.RLIMIT_AS, (LIMIT, LIMIT))
+    from test_fuzz import peak_mb
+
     from osteo_batch.dicom.headers import read_header
     from osteo_batch.dicom.pixels import PixelError, load_image
 
@@ -60,8 +62,7 @@ def _case_worker(archive: str, outside: str, out: str) -> None:
                 outcome = ["rejected", e.reason, True]
             except BaseException as e:  # noqa: BLE001 (the property under test: nothing else escapes)
                 outcome = ["crashed", type(e).__name__, False]
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
-            results[rel] = [case.name, header, *outcome, peak]
+            results[rel] = [case.name, header, *outcome, peak_mb()]
     Path(out).write_text(json.dumps(results))
 
 
@@ -309,7 +310,8 @@ def test_files_that_change_between_sweep_and_scoring_never_stop_the_night(tmp_pa
     from osteo_batch import pipeline
 
     archive, outside, work = tmp_path / "archive", tmp_path / "outside", tmp_path / "work"
-    uids = {n: f"2.25.6{k:03d}" for k, n in enumerate(["good0", "good1", "changed", "vanished", "fifo", "link"])}
+    uids = {n: f"2.25.6{k:03d}" for k, n in enumerate(["good0", "good1", "changed", "vanished", "fifo", "link",
+                                                                     "samesize"])}
     for n, uid in uids.items():
         write(planted(dataset(sop_instance_uid=uid, patient_id=f"P{uid[-3:]}"), f"PXFAULT{n.upper()}"), archive / n)
     s = pipeline.load_settings(None, workdir=work, archive=archive, model_dir=tiny_model.model_dir, workers=1)
@@ -320,6 +322,12 @@ def test_files_that_change_between_sweep_and_scoring_never_stop_the_night(tmp_pa
     time.sleep(0.01)  # a new mtime for the rewritten file
     write(planted(dataset(ramp(64, 40) // 2, sop_instance_uid="2.25.6999", patient_id="POTHER", rows=64, cols=40),
                   "PXFAULTOTHER"), archive / "changed")
+    # rewritten as another image of the same size, its modification time put back: the sweep cannot tell
+    st_before = (archive / "samesize").stat()
+    write(planted(dataset(sop_instance_uid="2.25.6998", patient_id=f"P{uids['samesize'][-3:]}"), "PXFAULTSAMESIZE"),
+          archive / "samesize")
+    assert (archive / "samesize").stat().st_size == st_before.st_size
+    os.utime(archive / "samesize", ns=(st_before.st_atime_ns, st_before.st_mtime_ns))
     (archive / "vanished").unlink()
     (archive / "fifo").unlink()
     os.mkfifo(archive / "fifo")
@@ -337,6 +345,7 @@ def test_files_that_change_between_sweep_and_scoring_never_stop_the_night(tmp_pa
     rows = _rows(s)
     assert rows["good0"][:2] == rows["good1"][:2] == ("scored", None)
     assert rows["changed"][:2] == ("rejected", "unreadable"), "another instance now: not scored as the swept one"
+    assert rows["samesize"][:2] == ("rejected", "unreadable")
     assert rows["vanished"][:2] == ("rejected", "unreadable")
     assert rows["fifo"][:2] == ("rejected", "not_regular_file")
     assert rows["link"][:2] == ("rejected", "outside_archive")
@@ -346,6 +355,7 @@ def test_files_that_change_between_sweep_and_scoring_never_stop_the_night(tmp_pa
     pipeline.sweep_stage(s, "after")
     rows = _rows(s)
     assert rows["changed"] == ("pending", "awaiting_score", "2.25.6999")
+    assert rows["samesize"] == ("pending", "awaiting_score", "2.25.6998"), "re-read although size and time match"
     assert "vanished" not in rows
     assert rows.get("fifo", ("rejected", "not_regular_file"))[:2] == ("rejected", "not_regular_file")
     assert rows.get("link", ("rejected", "outside_archive"))[:2] == ("rejected", "outside_archive")
