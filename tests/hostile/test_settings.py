@@ -185,12 +185,23 @@ def test_the_cli_refuses_a_bad_flag_in_one_line(tmp_path, command, flags):
     assert "must be" in line and flags[0].lstrip("-").replace("-", "_") in line, line
 
 
-@pytest.mark.slow
-def test_the_cli_refuses_every_bad_config_value(tmp_path):
-    """The whole matrix through ``osteo-batch sweep`` (each a fresh process, about 0.4 s each)."""
+def _cli_here(capsys, *args):
+    """``osteo-batch ARGS`` in this process (the same ``main`` as the console script, without an interpreter start)."""
+    import types
+
+    from osteo_batch.cli import main
+
+    capsys.readouterr()
+    rc = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return types.SimpleNamespace(returncode=rc, stdout=out.out, stderr=out.err)
+
+
+def test_the_cli_refuses_every_bad_config_value(tmp_path, capsys):
+    """The whole matrix through ``osteo-batch sweep`` (in this process: the subprocess runs above cover the start)."""
     archive = tmp_path / "archive"
     archive.mkdir()
     for table, key, bad in MATRIX:
         cfg = _write(tmp_path, table, key, BAD.get(bad, bad))
-        line = _one_line(_cli("sweep", "--archive", archive, "--workdir", tmp_path / "w", "--config", cfg))
+        line = _one_line(_cli_here(capsys, "sweep", "--archive", archive, "--workdir", tmp_path / "w", "--config", cfg))
         assert f"[{table}] {key} = " in line and KEYS[key][3] in line, (table, key, bad, line)
