@@ -159,8 +159,8 @@ def _judge(ds, res: HeaderResult, structural: int, caught: list) -> None:
     try:
         before = len(caught)
         issues = structural + count_header_issues(ds)
-        issues += pydicom_warnings(caught[before:])  # values that did not decode in their character set
         _fill_fields(ds, res)
+        issues += pydicom_warnings(caught[before:])  # indexed values that did not decode in their character set
     except Exception as e:  # a malformed value in a tag we index
         res.reason, res.detail = Reason.NOT_DICOM.value, f"header value: {type(e).__name__}"
         return
@@ -196,77 +196,81 @@ def _judge(ds, res: HeaderResult, structural: int, caught: list) -> None:
 #: standard's rules: real archives hold UIDs with leading zeros, which still identify).
 _USABLE_UID = re.compile(r"[0-9.]{1,64}")
 
-#: VRs whose values pydicom can validate (:func:`pydicom.valuerep.validate_value`).
-_VALIDATED = {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
+#: What each VR's stored bytes may hold (PS3.5 6.2), per value; the values of a
+#: multi-valued element are split at ``\\``. Text VRs are checked for control
+#: characters instead (ESC may switch character sets; LT, ST and UT may hold TAB,
+#: LF, FF and CR).
+_VR_BYTES = {
+    "UI": re.compile(rb"[0-9.]{0,64}"),
+    "DA": re.compile(rb"[0-9]{8}|[0-9]{0,8}-[0-9]{0,8}|"),
+    "TM": re.compile(rb"[0-9.\-]{0,28}"),
+    "DT": re.compile(rb"[0-9.+\-]{0,54}"),
+    "IS": re.compile(rb"[ ]*[+\-]?[0-9]{1,12}[ ]*|"),
+    "DS": re.compile(rb"[ ]*[+\-]?[0-9.]+([eE][+\-]?[0-9]+)?[ ]*|", ),
+    "CS": re.compile(rb"[A-Z0-9_ ]{0,16}"),
+    "AS": re.compile(rb"[0-9]{3}[DWMY]|"),
+}
+_TEXT_MAX = {"AE": 16, "SH": 16, "LO": 64, "PN": 324, "ST": 1024, "LT": 10240, "UC": None, "UT": None}
+_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f]")
+_CONTROL_SHORT = re.compile(rb"[\x00-\x1a\x1c-\x1f\x7f]")
+_TEXT = {"LT", "ST", "UT"}
 #: VRs whose longest valid value is far under the defer size: a deferred one has a damaged length.
 _SHORT = {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "PN", "SH", "TM", "UI"}
-#: Control characters no text value may hold (PS3.5 6.1.3: ESC starts a character set switch;
-#: LT, ST and UT may also hold TAB, LF, FF and CR).
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f]")
-_CONTROL_SHORT = re.compile(r"[\x00-\x1a\x1c-\x1f\x7f]")
-_TEXT = {"LT", "ST", "UT"}
 _PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
 
 
+def _bad_bytes(vr: str, raw: bytes) -> int:
+    """1 when the stored bytes of one element break their VR's rules (padding stripped), else 0."""
+    if vr in _VR_BYTES:
+        rx = _VR_BYTES[vr]
+        body = raw.rstrip(b"\0 ") if vr == "UI" else raw.rstrip(b" ")
+        return int(any(not rx.fullmatch(v) for v in body.split(b"\\")))
+    if vr in _TEXT_MAX:
+        control = _CONTROL if vr in _TEXT else _CONTROL_SHORT
+        if control.search(raw):
+            return 1
+        most = _TEXT_MAX[vr]
+        parts = (raw,) if vr in _TEXT else raw.split(b"\\")
+        return int(most is not None and any(len(v.rstrip(b" ")) > most for v in parts))
+    return 0
+
+
 def count_header_issues(ds, *, _depth: int = 0) -> int:
-    """Values of ``ds`` (and its File Meta, and sequence items) that break their VR's rules, plus mismatches.
+    """Values of ``ds`` (and its File Meta, and parsed sequence items) that break their VR's rules, plus mismatches.
 
     Why: when two files claim one SOP Instance UID, the copy to keep is the
     one whose header is intact; a damaged byte shows as a value its VR does
-    not allow (:func:`pydicom.valuerep.validate_value`, and control
-    characters in text), a short-VR element whose length passed the defer
-    size, or a File Meta that names another instance or class than the data
-    set. Counted, never quoted.
+    not allow (a letter in a UID or a date, a control character in a name),
+    a short-VR element whose length passed the defer size, or a File Meta
+    that names another instance or class than the data set. Counted, never
+    quoted. Why on the stored bytes: converting and validating every value
+    through pydicom cost more than the rest of a header read; a regular
+    expression per element costs microseconds, and a sweep reads millions.
     """
-    from pydicom.config import RAISE
     from pydicom.datadict import dictionary_VR
     from pydicom.dataelem import RawDataElement
-    from pydicom.valuerep import validate_value
 
     n = 0
     for tag in list(ds.keys()):
         t = int(tag)
         if t in _PIXEL_TAGS:
             continue
-        raw = ds.get_item(tag, keep_deferred=True)
-        vr = raw.VR
-        if vr is None:  # implicit VR: the dictionary's (private tags are not validated)
+        elem = ds.get_item(tag, keep_deferred=True)
+        vr = elem.VR
+        if vr is None or vr in ("UN", "OB or OW", "US or SS"):  # implicit VR: the dictionary's
             try:
                 vr = dictionary_VR(t)
             except KeyError:
                 continue
-        if vr not in _VALIDATED and vr != "SQ" and "SQ" not in vr:
+        if isinstance(elem, RawDataElement):
+            if elem.value is None:
+                n += bool(elem.length) and vr in _SHORT  # deferred: longer than any valid value
+            elif isinstance(elem.value, (bytes, bytearray)) and vr != "SQ":
+                n += _bad_bytes(vr, bytes(elem.value))
             continue
-        if isinstance(raw, RawDataElement) and raw.value is None:
-            n += bool(raw.length) and vr in _SHORT  # deferred: longer than any valid value
-            continue
-        try:
-            elem = ds[tag]
-        except Exception:  # a value that cannot be converted at all
-            n += 1
-            continue
-        if elem.VR == "SQ":
-            if _depth < 8:
-                for item in elem.value or ():
-                    n += count_header_issues(item, _depth=_depth + 1)
-            continue
-        if elem.VR not in _VALIDATED:
-            continue
-        value = elem.value
-        values = value if type(value).__name__ == "MultiValue" or isinstance(value, list) else [value]
-        for v in values:
-            if v is None or v == "":
-                continue
-            s = getattr(v, "original_string", None) if elem.VR in ("IS", "DS") else None
-            s = s if isinstance(s, str) else str(v)
-            control = _CONTROL if elem.VR in _TEXT else _CONTROL_SHORT
-            if control.search(s):
-                n += 1
-                continue
-            try:
-                validate_value(elem.VR, s, RAISE)
-            except Exception:
-                n += 1
+        if elem.VR == "SQ" and _depth < 8:  # a sequence pydicom has parsed already
+            for item in elem.value or ():
+                n += count_header_issues(item, _depth=_depth + 1)
     if _depth == 0:
         meta = getattr(ds, "file_meta", None)
         if meta is not None:
