@@ -330,7 +330,7 @@ def inside(real: str, roots: "tuple[str, ...]") -> bool:
     return any(real.startswith(r) for r in roots)
 
 
-def open_regular(stored: str, roots: "tuple[str, ...] | None" = None):
+def open_regular(stored: str, roots: "tuple[str, ...] | None" = None, *, follow: bool = True):
     """Open a stored archive path for binary reading, safely; the caller closes it.
 
     - ``O_NONBLOCK``: a FIFO put in a file's place opens at once instead of
@@ -341,10 +341,13 @@ def open_regular(stored: str, roots: "tuple[str, ...] | None" = None):
       :class:`OutsideArchiveError`. Checked before the open (a path that
       resolves outside is never opened) and again after it, on the file the
       kernel opened, so a link swapped in between cannot redirect the read.
+    - ``follow=False``: a link is not followed at all (``O_NOFOLLOW``: the
+      open fails with ``ELOOP``), for files the program writes itself.
     """
     if roots and not inside(os.path.realpath(fs_path(stored)), roots):
         raise OutsideArchiveError("resolves outside the archive root and every [archive] allowed_roots")
-    fd = os.open(fs_path(stored), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0) | (0 if follow else os.O_NOFOLLOW)
+    fd = os.open(fs_path(stored), flags)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):

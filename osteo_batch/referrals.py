@@ -209,9 +209,9 @@ def read_queued(path: Path) -> Referral | str | None:
     """The action in a queued file, or the reason code it cannot be one, or None if the file is gone.
 
     ``lstat`` first, so a FIFO, a device or a link is never opened; then the
-    open (``O_NOFOLLOW | O_NONBLOCK``) is checked again with ``fstat`` in case
-    the file was swapped between the two, and at most ``MAX_QUEUED_BYTES + 1``
-    bytes are read.
+    open (:func:`osteo_batch.archive.open_regular` with ``follow=False``:
+    ``O_NOFOLLOW | O_NONBLOCK``, checked again with ``fstat``) catches a file
+    swapped between the two, and at most ``MAX_QUEUED_BYTES + 1`` bytes are read.
     """
     try:
         st = os.lstat(path)
@@ -223,30 +223,24 @@ def read_queued(path: Path) -> Referral | str | None:
         return "not_a_file"
     if st.st_size > MAX_QUEUED_BYTES:
         return "too_large"
+    from osteo_batch.archive import NotRegularFileError, open_regular
+
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
+        f = open_regular(str(path), follow=False)
     except FileNotFoundError:
         return None
+    except NotRegularFileError:
+        return "not_a_file"
     except OSError as e:
         return "not_a_file" if e.errno in (errno.ELOOP, errno.ENXIO) else "unreadable"
     try:
-        fst = os.fstat(fd)
-        if not stat.S_ISREG(fst.st_mode):
-            return "not_a_file"
-        chunks, n = [], 0
-        while n <= MAX_QUEUED_BYTES:
-            b = os.read(fd, MAX_QUEUED_BYTES + 1 - n)
-            if not b:
-                break
-            chunks.append(b)
-            n += len(b)
+        with f:
+            raw = f.read(MAX_QUEUED_BYTES + 1)
     except OSError:
         return "unreadable"
-    finally:
-        os.close(fd)
-    if n > MAX_QUEUED_BYTES:
+    if len(raw) > MAX_QUEUED_BYTES:
         return "too_large"
-    return parse_queued(b"".join(chunks))
+    return parse_queued(raw)
 
 
 def parse_queued(raw: bytes) -> Referral | str:

@@ -291,6 +291,17 @@ def _int(ds, keyword: str) -> int | None:
         return None
 
 
+def size_guard(rows: int, cols: int, spp: int, frames: int, bits: int) -> str | None:
+    """Why an image is beyond the size guard (``image_too_large``), or None.
+
+    The sweep applies it to the header, and the pixel pipeline again to the
+    header it decodes from (the file may have changed in between).
+    """
+    if rows > MAX_SIDE or cols > MAX_SIDE or rows * cols * spp * frames * bits // 8 > MAX_PIXEL_BYTES:
+        return f"{rows}x{cols}x{frames} frames"
+    return None
+
+
 def _check_pixel_geometry(ds, px) -> tuple[str, str] | None:
     rows, cols = _int(ds, "Rows"), _int(ds, "Columns")
     bits = _int(ds, "BitsAllocated")
@@ -298,8 +309,9 @@ def _check_pixel_geometry(ds, px) -> tuple[str, str] | None:
     frames = _int(ds, "NumberOfFrames") or 1
     if not rows or not cols or not bits:
         return Reason.PIXELS_INCONSISTENT.value, "Rows, Columns or Bits Allocated missing"
-    if rows > MAX_SIDE or cols > MAX_SIDE or rows * cols * spp * frames * bits // 8 > MAX_PIXEL_BYTES:
-        return Reason.IMAGE_TOO_LARGE.value, f"{rows}x{cols}x{frames} frames"
+    too_large = size_guard(rows, cols, spp, frames, bits)
+    if too_large:
+        return Reason.IMAGE_TOO_LARGE.value, too_large
     length = getattr(px, "length", None)
     if length is not None and length != 0xFFFFFFFF:  # native (not encapsulated); open_dataset saw it complete
         expected = pixel_bytes(rows, cols, bits, spp, frames)

@@ -408,8 +408,7 @@ def _header_geometry(ds) -> tuple[int, int, int, int, int]:
     The sweep checked these against the same limits, but a file can change
     between the sweep and scoring: the pixel pipeline checks them again.
     """
-    from osteo_batch.dicom.headers import MAX_SIDE
-    from osteo_batch.dicom.inflate import MAX_PIXEL_BYTES
+    from osteo_batch.dicom.headers import size_guard
 
     try:
         rows, cols, bits = int(ds.Rows), int(ds.Columns), int(ds.BitsAllocated)
@@ -420,8 +419,9 @@ def _header_geometry(ds) -> tuple[int, int, int, int, int]:
                          "(0028,0010)/(0028,0011)/(0028,0100)/(0028,0008) missing or not numbers") from None
     if min(rows, cols, bits, spp, frames) < 1:
         raise PixelError(Reason.PIXELS_INCONSISTENT.value, "Rows, Columns, Bits Allocated or Number of Frames below 1")
-    if rows > MAX_SIDE or cols > MAX_SIDE or rows * cols * spp * frames * bits // 8 > MAX_PIXEL_BYTES:
-        raise PixelError(Reason.IMAGE_TOO_LARGE.value, f"{rows}x{cols}x{frames} frames")
+    too_large = size_guard(rows, cols, spp, frames, bits)
+    if too_large:
+        raise PixelError(Reason.IMAGE_TOO_LARGE.value, too_large)
     return rows, cols, spp, bits, frames
 
 

@@ -38,24 +38,17 @@ HOLD = textwrap.dedent("""
 
 #: python -c WRAP FAULT WHERE TARGET CLI-ARGS...: FAULT "fill" (fill the disk holding TARGET with the file
 #: TARGET) or "hold" (hold the store TARGET); WHERE a stage name, or "write:N" (the N-th Parquet write).
-WRAP = f"HOLD = {HOLD!r}\n" + textwrap.dedent("""
-    import errno, os, subprocess, sys
+WRAP = f"HOLD = {HOLD!r}\nHERE = {str(Path(__file__).resolve().parent)!r}\n" + textwrap.dedent("""
+    import subprocess, sys
+    from pathlib import Path
+    sys.path.insert(0, HERE)
+    from test_disk_faults import fill as fill_file  # the same filler the tests use in-process
     from osteo_batch import cli, pipeline, scoring
     fault, where, target, argv = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
     holders = []
 
     def fill():
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            for size in (1 << 20, 1 << 14, 1 << 9, 1):
-                try:
-                    while True:
-                        os.write(fd, b"\\0" * size)
-                except OSError as e:
-                    if e.errno != errno.ENOSPC:
-                        raise
-        finally:
-            os.close(fd)
+        fill_file(Path(target))
 
     def hold():
         p = subprocess.Popen([sys.executable, "-c", HOLD, target], stdout=subprocess.PIPE, text=True)
