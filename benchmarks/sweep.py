@@ -87,7 +87,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from osteo_batch.store import Store
-    from osteo_batch.sweep import sweep
+    from osteo_batch.archive.sweep import sweep
 
     root = args.root or Path(tempfile.mkdtemp(prefix="osteo-sweep-bench-"))
     archive = root / "archive"

@@ -89,9 +89,9 @@ def main() -> int:
 
     from osteo_batch.dicom.pixels import DisplayOptions
     from osteo_batch.models.model import ModelConfig, build_module, load_model_dir, save_model_dir
-    from osteo_batch.scoring import Forward, ScoreOptions, score_shard
-    from osteo_batch.synth import CohortSpec, write_cohort
-    from osteo_batch.tensors import DicomDataset, Item, make_loader
+    from osteo_batch.scoring.score import Forward, ScoreOptions, score_shard
+    from osteo_batch.synth.cohort import CohortSpec, write_cohort
+    from osteo_batch.scoring.tensors import DicomDataset, Item, make_loader
 
     worker_counts = [int(w) for w in args.workers.split(",")]
     root = args.out or Path(tempfile.mkdtemp(prefix="osteo-throughput-"))

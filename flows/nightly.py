@@ -164,7 +164,7 @@ def nightly_screening(
     deployment on a work pool (``flows/shard.py``); otherwise the shards run on
     this machine, one process per GPU.
     """
-    from flows.env import library_logs
+    from osteo_batch.flows.env import library_logs
 
     library_logs()
     log = get_run_logger()
@@ -180,7 +180,7 @@ def nightly_screening(
         settings, run_id or pipeline.new_run_id(), stages=tasks,
         on_stage=lambda name, out: log.info("%s: %s", name, _counts(out)),
     )
-    from osteo_batch.run_summary import summary_markdown
+    from osteo_batch.run.summary import summary_markdown
 
     create_markdown_artifact(key="nightly-summary", markdown=summary_markdown(summary),
                              description="Counts only; no patient data")

@@ -21,7 +21,7 @@ from osteo_batch.pipeline import Settings
 @flow(name="score_shard", flow_run_name="score-{run_id}-shard-{shard}")
 def score_shard_flow(settings: dict[str, Any], run_id: str, plan: dict[str, Any], shard: int) -> dict[str, Any]:
     """Score shard ``shard`` of ``plan`` on this machine's GPU (or CPU); writes Parquet parts only."""
-    from flows.env import library_logs
+    from osteo_batch.flows.env import library_logs
 
     library_logs()
     return pipeline.shard_stage(Settings.from_json(settings), run_id, plan, shard)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from osteo_batch.models.model import LoadedModel, normalise
-from osteo_batch.tensors import DicomDataset, Item, make_loader
+from osteo_batch.scoring.tensors import DicomDataset, Item, make_loader
 
 
 @dataclass

@@ -162,7 +162,7 @@ def _folder_shown(err: int, path, workdir) -> str:
     folder = p if p.is_dir() else p.parent
     if err in _WRITE_ONLY or _inside(folder, workdir) or _inside(folder, state_dir()):
         return str(folder)
-    from osteo_batch.archive import path_hash  # EACCES/EPERM can come from a read: maybe an archive file
+    from osteo_batch.archive.walk import path_hash  # EACCES/EPERM can come from a read: maybe an archive file
 
     return f"a folder outside the work folder (path hash {path_hash(folder)})"
 
@@ -180,7 +180,7 @@ def state_dir() -> Path | None:
     """``$XDG_STATE_HOME/osteo-batch`` (default ``~/.local/state/osteo-batch``): this user's own state, off the work folder.
 
     Where an action goes when the work folder cannot take it (see
-    :func:`osteo_batch.referrals.refer`). None when there is no home to use.
+    :func:`osteo_batch.followup.referrals.refer`). None when there is no home to use.
     """
     base = os.environ.get("XDG_STATE_HOME", "")
     if not os.path.isabs(base):  # the XDG spec: a relative value is ignored

@@ -35,17 +35,17 @@ class SettingsError(ValueError):
 
 def is_user_error(e: BaseException) -> bool:
     """Errors a user fixes (a setting, a file, a held store), shown as one line, never retried."""
-    from osteo_batch.dxa import DxaFileError
-    from osteo_batch.eligibility import RuleError
+    from osteo_batch.followup.dxa import DxaFileError
+    from osteo_batch.archive.eligibility import RuleError
     from osteo_batch.models.backbones import UnknownBackboneError
     from osteo_batch.models.model import ModelDirError
     from osteo_batch.models.pretrain import FoundationError
     from osteo_batch.models.train import TrainingDataError
     from osteo_batch.outputs import os_error_message
-    from osteo_batch.referrals import ReferralError
+    from osteo_batch.followup.referrals import ReferralError
     from osteo_batch.store import StoreError
     from osteo_batch.study import GridError
-    from osteo_batch.sweep import ArchiveEmptyError
+    from osteo_batch.archive.sweep import ArchiveEmptyError
 
     return isinstance(e, (SettingsError, GridError, StoreError, ReferralError, ModelDirError, DxaFileError, RuleError, UnknownBackboneError,
                           TrainingDataError, ArchiveEmptyError, FoundationError, FileNotFoundError, NotADirectoryError,
@@ -159,7 +159,7 @@ class Settings:
         return self.device
 
     def score_options(self, device: str | None = None):
-        from osteo_batch.scoring import ScoreOptions
+        from osteo_batch.scoring.score import ScoreOptions
 
         return ScoreOptions(batch_size=self.batch_size, workers=self.workers, device=device or self.device,
                             precision=self.precision, compile=self.compile, commit_every=self.commit_every,
@@ -168,7 +168,7 @@ class Settings:
     def archive_roots(self) -> tuple[str, ...]:
         """The resolved archive root and ``[archive] allowed_roots``: the only places a file is opened
         (a pending file turned into a link out of the archive after the sweep is refused at decode too)."""
-        from osteo_batch.archive import real_roots
+        from osteo_batch.archive.walk import real_roots
 
         return real_roots(self.archive, self.allowed_roots) if self.archive else ()
 
@@ -425,7 +425,7 @@ def _timed(fn):
 
 
 def start_run(settings: Settings, run_id: str, *, kind: str = "nightly") -> dict[str, Any]:
-    """Open the run's record; call it holding the work folder's run lock (:mod:`osteo_batch.runlock`).
+    """Open the run's record; call it holding the work folder's run lock (:mod:`osteo_batch.run.lock`).
 
     A nightly run checks its model folder first (a damaged file fails here, in
     one line, before anything is swept), and any run marks runs that a kill
@@ -453,7 +453,7 @@ def start_run(settings: Settings, run_id: str, *, kind: str = "nightly") -> dict
 @_timed
 def load_dxa_stage(settings: Settings, run_id: str) -> dict[str, Any]:
     """Load the DXA table if one was given; later runs keep what was loaded."""
-    from osteo_batch.dxa import load_dxa
+    from osteo_batch.followup.dxa import load_dxa
 
     if not settings.dxa_csv:
         return {"loaded": 0, "rejected": {}}
@@ -474,9 +474,9 @@ def sweep_stage(settings: Settings, run_id: str, model_id: str | None = None) ->
     there are any, listed in ``runs/run-<run_id>-study-dates.csv`` for the PACS
     administrator (accession, study date, SOP Instance UID; no names).
     """
-    from osteo_batch.eligibility import STUDY_DATE_PROBLEMS, load_rules
-    from osteo_batch.run_summary import write_study_dates_csv
-    from osteo_batch.sweep import by_reason, study_date_files, sweep
+    from osteo_batch.archive.eligibility import STUDY_DATE_PROBLEMS, load_rules
+    from osteo_batch.run.summary import write_study_dates_csv
+    from osteo_batch.archive.sweep import by_reason, study_date_files, sweep
 
     if not settings.archive or not Path(settings.archive).is_dir():
         raise SettingsError(f"archive {settings.archive} is not a directory; pass --archive DIR")
@@ -524,8 +524,8 @@ def plan_stage(settings: Settings, run_id: str) -> dict[str, Any]:
     Returns the plan as JSON-able data (a file path in the work folder and
     shard sizes, no patient data), for the shard stages wherever they run.
     """
-    from osteo_batch.scoring import load_scores, plan, remove_stale_temporaries
-    from osteo_batch.sweep import resolve_status
+    from osteo_batch.scoring.score import load_scores, plan, remove_stale_temporaries
+    from osteo_batch.archive.sweep import resolve_status
 
     model_id = current_model_id(settings)
     scores_dir = settings.workdir / "scores"
@@ -546,7 +546,7 @@ def shard_stage(settings: Settings, run_id: str, plan: dict[str, Any], shard: in
     """
     from osteo_batch.models.model import load_model_dir
     from osteo_batch.progress import ProgressLog
-    from osteo_batch.scoring import ScorePlan, plan_items, score_shard
+    from osteo_batch.scoring.score import ScorePlan, plan_items, score_shard
 
     p = ScorePlan(**{**plan, "sizes": tuple(plan["sizes"])})
     device = device or settings.device
@@ -590,8 +590,8 @@ def run_shards_here(settings: Settings, run_id: str, plan: dict[str, Any]) -> li
 
 def load_stage(settings: Settings, run_id: str, shards: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The single writer: load every score part not yet in the store, then update statuses."""
-    from osteo_batch.scoring import load_scores
-    from osteo_batch.sweep import resolve_status
+    from osteo_batch.scoring.score import load_scores
+    from osteo_batch.archive.sweep import resolve_status
 
     model_id = current_model_id(settings)
     with open_store(settings) as st:
@@ -644,7 +644,7 @@ def explain_stage(settings: Settings, run_id: str) -> dict[str, Any]:
     from osteo_batch.explain import explain, record
     from osteo_batch.models.bands import raw_floor
     from osteo_batch.models.model import load_model_dir
-    from osteo_batch.tensors import Item
+    from osteo_batch.scoring.tensors import Item
 
     model = load_model_dir(settings.resolved_model_dir(), device=settings.device)
     threshold = settings.threshold if settings.threshold is not None else model.config.threshold
@@ -665,7 +665,7 @@ def explain_stage(settings: Settings, run_id: str) -> dict[str, Any]:
 def worklist_stage(settings: Settings, run_id: str) -> dict[str, Any]:
     """Record queued referral actions, load known conditions, render the run's worklists (all sites, each site, CSV)."""
     from osteo_batch.models.model import load_model_dir
-    from osteo_batch.referrals import flush_queue
+    from osteo_batch.followup.referrals import flush_queue
     from osteo_batch.worklist import write_worklist
 
     model_dir = settings.resolved_model_dir()
@@ -675,7 +675,7 @@ def worklist_stage(settings: Settings, run_id: str) -> dict[str, Any]:
     with open_store(settings) as st:
         queued = flush_queue(st, settings.workdir)  # coordinators' actions made while a run held the store
         if settings.known_conditions_csv:
-            from osteo_batch.conditions import load_known_conditions
+            from osteo_batch.followup.conditions import load_known_conditions
 
             parsed = load_known_conditions(st, settings.known_conditions_csv)
             known = {"loaded": len(parsed.rows), "rejected": len(parsed.rejected)}
@@ -697,7 +697,7 @@ def index_archive(settings: Settings, run_id: str | None = None, *, load_dxa: bo
     interleaving with a nightly run in the same work folder, and lets
     :func:`start_run` mark runs a kill left ``running``.
     """
-    from osteo_batch import runlock
+    from osteo_batch.run import lock as runlock
 
     run_id = run_id or new_run_id()
     with runlock.hold(settings.workdir, run_id):
@@ -729,7 +729,7 @@ def run_nightly(
     tasks here, so the sequence is written once); ``on_stage`` sees each
     stage's summary as it completes.
     """
-    from osteo_batch import runlock
+    from osteo_batch.run import lock as runlock
 
     run_id = run_id or new_run_id()
     with runlock.hold(settings.workdir, run_id):
@@ -760,7 +760,7 @@ def _run_nightly_locked(settings, run_id, stages, on_stage) -> dict[str, Any]:
 
 
 def _write_summary_page(settings: Settings, summary: dict[str, Any], status: str):
-    from osteo_batch.run_summary import write_run_page
+    from osteo_batch.run.summary import write_run_page
 
     try:
         return write_run_page(settings.workdir, summary, status=status)
@@ -771,7 +771,7 @@ def _write_summary_page(settings: Settings, summary: dict[str, Any], status: str
 
 def instance_counts(settings: Settings) -> dict[str, Any]:
     """Files by status and by reason, as the store holds them now (read-only)."""
-    from osteo_batch.sweep import by_reason, by_status
+    from osteo_batch.archive.sweep import by_reason, by_status
 
     with open_store(settings, read_only=True) as st:
         rows = st.rows("status_counts")

@@ -3,7 +3,7 @@
 Rejections are data, not errors: every file that is not scored gets one of
 these stable codes in ``instances.reason`` and the run goes on. Eligibility
 failures are written ``ineligible:<rule>`` with the failing rule's name (see
-``osteo_batch.eligibility``), so the vocabulary of those grows with the rules.
+``osteo_batch.archive.eligibility``), so the vocabulary of those grows with the rules.
 One eligibility reason is built in and applies whatever the rules say:
 ``ineligible:study_date``, a study date no program should trust (after the
 run date, before 1900, or unparseable), re-derived every night.
@@ -34,7 +34,7 @@ class Reason(str, Enum):
     DECOMPRESSION_BOMB = "decompression_bomb"
     READ_TIMEOUT = "read_timeout"
     DECODE_TIMEOUT = "decode_timeout"
-    STUDY_DATE = "ineligible:study_date"  # built-in eligibility check, see osteo_batch.eligibility
+    STUDY_DATE = "ineligible:study_date"  # built-in eligibility check, see osteo_batch.archive.eligibility
 
     def __str__(self) -> str:  # so f-strings and Arrow columns get the code
         return self.value
@@ -68,7 +68,7 @@ DESCRIPTIONS: dict[str, str] = {
 }
 
 
-#: Why a folder of the archive could not be listed (``osteo_batch.archive.dir_reason``).
+#: Why a folder of the archive could not be listed (``osteo_batch.archive.walk.dir_reason``).
 #: Its files cannot get rows of their own: rows already in the index are kept
 #: as last seen, and the folder is counted, with its reason, on the console,
 #: the run page and the Prefect artifact.

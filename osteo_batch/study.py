@@ -131,9 +131,9 @@ def write_report(out: Path, rows: list[dict[str, Any]], *, grid: list[GridEntry]
     """``out/report.json`` and ``out/report.html``: the paper's table, plus the baselines."""
     import base64
 
-    from osteo_batch import plots
+    from osteo_batch.models import plots
     from osteo_batch.outputs import write_private
-    from osteo_batch.report import render
+    from osteo_batch.render import render
 
     def mean(key):
         vals = [r[key] for r in rows if r.get(key) is not None]
@@ -187,7 +187,7 @@ def finding(rows: list[dict[str, Any]]) -> str | None:
 
 def demo_spec():
     """The study's synthetic cohort: a few thousand small images, seeded."""
-    from osteo_batch.synth import CohortSpec
+    from osteo_batch.synth.cohort import CohortSpec
 
     return CohortSpec(n_women=1500, n_men=15, n_young=15, n_lateral=10, n_followups=120, min_side=256,
                       max_side=320, share_j2k=0.2, share_rle=0.2, seed=20251126)

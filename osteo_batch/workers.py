@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import multiprocessing
 
-PRELOAD = ["numpy", "PIL.Image", "pydicom", "torch", "glymur", "osteo_batch.tensors", "osteo_batch.dicom.headers",
+PRELOAD = ["numpy", "PIL.Image", "pydicom", "torch", "glymur", "osteo_batch.scoring.tensors", "osteo_batch.dicom.headers",
            "osteo_batch.dicom.quiet"]
 
 

@@ -37,8 +37,8 @@ from osteo_batch.models.bands import DECIMALS, display, flagged
 from osteo_batch.models.model import risk_band
 from osteo_batch.outputs import write_private
 from osteo_batch.reasons import DESCRIPTIONS
-from osteo_batch.report import data_uri_png, render
-from osteo_batch.sweep import STATUSES, by_status
+from osteo_batch.render import data_uri_png, render
+from osteo_batch.archive.sweep import STATUSES, by_status
 from osteo_batch.text import clean_cell
 
 UNKNOWN_SITE = "Unknown site"

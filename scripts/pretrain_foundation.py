@@ -60,11 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", type=Path, default=None, help="keep the phantom archive here (default: a temp folder)")
     args = ap.parse_args(argv)
 
-    from osteo_batch import synth
+    from osteo_batch.synth import cohort as synth
     from osteo_batch.models.backbones import get_backbone
     from osteo_batch.models.pretrain import PretrainConfig, pretrain, write_foundation
     from osteo_batch.models.train import decode_cached
-    from osteo_batch.tensors import Item
+    from osteo_batch.scoring.tensors import Item
 
     spec_bb = get_backbone("dinov2_tiny_demo")
     side = 2 * spec_bb.img_size

@@ -22,7 +22,7 @@ from pathlib import Path
 def main(workdir: str) -> None:
     from osteo_batch import pipeline
     from osteo_batch.models.model import load_model_dir
-    from osteo_batch.referrals import new_referral, record
+    from osteo_batch.followup.referrals import new_referral, record
     from osteo_batch.worklist import write_worklist
 
     work = Path(workdir)

@@ -2,7 +2,7 @@
 -- tonight: files not yet judged by the rules with digest $digest (new or changed
 -- files, or all after a rule change), and files whose study date check answers
 -- otherwise on $run_date than when they were judged (a future date has arrived).
--- study_date_problem is the built-in check (osteo_batch.eligibility): a study
+-- study_date_problem is the built-in check (osteo_batch.archive.eligibility): a study
 -- date after $run_date or before $earliest, or a StudyDate in the header that did
 -- not parse. sql/study_dates.sql lists the same files with the same test.
 WITH judged AS (

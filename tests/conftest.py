@@ -16,7 +16,7 @@ from pathlib import Path
 # Prefect must be configured before it is imported anywhere (see flows/env.py).
 _PREFECT_HOME = tempfile.mkdtemp(prefix="osteo-prefect-")
 os.environ.setdefault("PREFECT_HOME", _PREFECT_HOME)
-from flows import env as _flows_env  # noqa: E402
+from osteo_batch.flows import env as _flows_env  # noqa: E402
 
 _flows_env.configure(None)
 
@@ -29,7 +29,7 @@ from dicom_factory import small_spec  # noqa: E402,F401  (fixtures below use it)
 @pytest.fixture(scope="session")
 def cohort_dir(tmp_path_factory):
     """A written synthetic cohort (read-only for tests: copy before changing)."""
-    from osteo_batch.synth import write_cohort
+    from osteo_batch.synth.cohort import write_cohort
 
     root = tmp_path_factory.mktemp("cohort")
     c = write_cohort(root, small_spec(), workers=2)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from osteo_batch.synth import ImagePlan, build_dataset
+from osteo_batch.synth.cohort import ImagePlan, build_dataset
 
 
 def plan(**kw) -> ImagePlan:
@@ -54,7 +54,7 @@ def write_many(folder: Path, n: int, *, rows: int = 8, cols: int = 8) -> list[Pa
 
 
 def small_spec(**kw):
-    from osteo_batch.synth import CohortSpec
+    from osteo_batch.synth.cohort import CohortSpec
 
     base = dict(n_women=48, n_men=3, n_young=3, n_lateral=3, n_followups=4, n_unreadable=3,
                 min_side=256, max_side=384, seed=1234)

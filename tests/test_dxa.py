@@ -2,7 +2,7 @@ import datetime as dt
 
 import pytest
 
-from osteo_batch.dxa import DxaFileError, load_dxa, parse_dxa_csv
+from osteo_batch.followup.dxa import DxaFileError, load_dxa, parse_dxa_csv
 from osteo_batch.store import Store
 
 

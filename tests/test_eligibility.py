@@ -1,6 +1,6 @@
 import pytest
 
-from osteo_batch.eligibility import RuleError, load_rules, parse_rules
+from osteo_batch.archive.eligibility import RuleError, load_rules, parse_rules
 
 OK = {"Modality": "DX", "BodyPartExamined": "CHEST", "ViewPosition": "PA", "PatientSex": "F"}
 

@@ -243,8 +243,8 @@ def test_refer_waits_for_a_store_that_frees_up_and_says_it_recorded(run):
 
 def test_outcomes_match_dxa_to_flags_exactly_as_counted_by_hand(run, tmp_path):
     """Known outcomes for the flagged women; uptake, yield and time to DXA as the tests count them."""
-    from osteo_batch import outcomes
-    from osteo_batch.referrals import new_referral, record
+    from osteo_batch.followup import outcomes
+    from osteo_batch.followup.referrals import new_referral, record
 
     s, _ = run
     flag_day = dt.date.today() - dt.timedelta(days=400)  # old enough to be out of follow-up

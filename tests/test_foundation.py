@@ -34,7 +34,9 @@ def test_its_cohort_seed_is_drawn_by_no_other_cohort():
     sys.path.insert(0, str(ROOT / "scripts"))
     from pretrain_foundation import PRETRAIN_SEED
 
-    from osteo_batch import demo, study, synth
+    from osteo_batch import study
+    from osteo_batch.synth.cohort import demo
+    from osteo_batch.synth import cohort as synth
     from dicom_factory import small_spec
 
     m = json.loads((PHANTOM / "manifest.json").read_text())

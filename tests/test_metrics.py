@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from osteo_batch import metrics
+from osteo_batch.models import metrics
 
 
 def test_auc_matches_hand_count_with_ties():

@@ -12,7 +12,7 @@ from osteo_batch.store import Store
 
 @pytest.fixture(scope="module")
 def runs(cohort_dir, tiny_model, prefect_server, tmp_path_factory):
-    from flows.nightly import nightly_screening
+    from osteo_batch.flows.nightly import nightly_screening
 
     root = tmp_path_factory.mktemp("nightly")
     archive = root / "archive"
@@ -136,8 +136,8 @@ def test_a_woman_with_several_studies_is_listed_once_from_her_latest(runs, tiny_
 
 def test_a_shard_written_but_never_loaded_is_loaded_by_the_next_run(tmp_path, cohort_dir, tiny_model):
     from osteo_batch.models.model import load_model_dir
-    from osteo_batch.scoring import load_scores, score_shard
-    from osteo_batch.tensors import Item
+    from osteo_batch.scoring.score import load_scores, score_shard
+    from osteo_batch.scoring.tensors import Item
 
     model = load_model_dir(tiny_model.model_dir)
     items = [Item(str(cohort_dir.archive / p.filename), p.sop_instance_uid, p.patient_id) for p in cohort_dir.plans[:5]]

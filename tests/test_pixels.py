@@ -106,7 +106,7 @@ def test_codestream_larger_than_the_header_is_refused_before_decoding(tmp_path):
     ],
 )
 def test_damaged_values_reject_the_file_not_the_batch(tmp_path, damage, reason):
-    from osteo_batch.tensors import DicomDataset, Item
+    from osteo_batch.scoring.tensors import DicomDataset, Item
 
     ds = dataset()
     if damage == "slope_text":

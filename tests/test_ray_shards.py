@@ -20,7 +20,7 @@ def test_two_shards_on_ray_equal_a_single_process_run(tmp_path, cohort_dir, tiny
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    from flows.nightly import with_ray
+    from osteo_batch.flows.nightly import with_ray
 
     single = pipeline.load_settings(None, workdir=tmp_path / "single", archive=cohort_dir.archive,
                                     model_dir=tiny_model.model_dir, dxa_csv=cohort_dir.dxa_csv, workers=1)

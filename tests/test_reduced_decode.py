@@ -13,7 +13,7 @@ from osteo_batch.dicom.pixels import (DisplayOptions, PixelError, decode, decode
 def large_archive(tmp_path_factory):
     """Phantoms at 900-1400 px in JPEG 2000 (lossy and lossless), RLE and native: 2-3 levels above 168 px."""
     from dicom_factory import small_spec
-    from osteo_batch.synth import write_cohort
+    from osteo_batch.synth.cohort import write_cohort
 
     root = tmp_path_factory.mktemp("large")
     return write_cohort(root, small_spec(n_women=16, n_men=0, n_young=0, n_lateral=0, n_followups=0, n_unreadable=0,
@@ -54,7 +54,7 @@ def test_scores_from_reduced_decodes_stay_within_0_005_of_full_decodes(large_arc
     import torch
 
     from osteo_batch.models.model import load_model_dir
-    from osteo_batch.scoring import Forward, ScoreOptions
+    from osteo_batch.scoring.score import Forward, ScoreOptions
 
     model = load_model_dir(tiny_model.model_dir)
     size = model.config.img_size

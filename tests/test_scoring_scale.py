@@ -35,13 +35,13 @@ def _scores(work: Path) -> dict[str, float]:
 
 
 def _items(cohort_dir):
-    from osteo_batch.tensors import Item
+    from osteo_batch.scoring.tensors import Item
 
     return [Item(str(cohort_dir.archive / p.filename), p.sop_instance_uid, p.patient_id) for p in cohort_dir.plans]
 
 
 def test_dataloader_workers_decode_each_image_exactly_once(cohort_dir):
-    from osteo_batch.tensors import DicomDataset, make_loader
+    from osteo_batch.scoring.tensors import DicomDataset, make_loader
 
     items = _items(cohort_dir)[:23]
     seen = []
@@ -51,8 +51,8 @@ def test_dataloader_workers_decode_each_image_exactly_once(cohort_dir):
 
 
 def test_shards_partition_the_plan_deterministically(tmp_path, cohort_dir, tiny_model):
-    from osteo_batch.scoring import plan, plan_items
-    from osteo_batch.tensors import shard_of
+    from osteo_batch.scoring.score import plan, plan_items
+    from osteo_batch.scoring.tensors import shard_of
 
     s = _swept(tmp_path / "w", cohort_dir, tiny_model)
     with pipeline.open_store(s) as st:
@@ -82,7 +82,7 @@ def test_out_of_memory_halves_the_batch_and_goes_on(cohort_dir, tiny_model):
     import torch
 
     from osteo_batch.models.model import load_model_dir
-    from osteo_batch.scoring import Forward, ScoreOptions
+    from osteo_batch.scoring.score import Forward, ScoreOptions
 
     model = load_model_dir(tiny_model.model_dir)
     x = torch.rand(8, 1, model.config.img_size, model.config.img_size)
@@ -208,8 +208,8 @@ def test_sigkill_at_any_point_then_rerun_scores_every_image_exactly_once(tmp_pat
 
 
 def test_a_second_run_is_refused_while_one_runs(tmp_path, cohort_dir, tiny_model, prefect_server):
-    from flows.nightly import nightly_screening
-    from osteo_batch.runlock import RunLockedError
+    from osteo_batch.flows.nightly import nightly_screening
+    from osteo_batch.run.lock import RunLockedError
 
     work = tmp_path / "work"
     config = tmp_path / "slow.toml"
@@ -257,8 +257,8 @@ def test_the_cuda_code_paths_run_on_the_cpu(tmp_path, cohort_dir, tiny_model):
     import pyarrow.parquet as pq
 
     from osteo_batch.models.model import load_model_dir
-    from osteo_batch.scoring import ScoreOptions, score_shard
-    from osteo_batch.tensors import DicomDataset, make_loader
+    from osteo_batch.scoring.score import ScoreOptions, score_shard
+    from osteo_batch.scoring.tensors import DicomDataset, make_loader
 
     model = load_model_dir(tiny_model.model_dir)
     items = _items(cohort_dir)[:12]
@@ -280,7 +280,7 @@ def test_torch_compile_scores_like_eager(cohort_dir, tiny_model):
     import torch
 
     from osteo_batch.models.model import load_model_dir
-    from osteo_batch.scoring import Forward, ScoreOptions
+    from osteo_batch.scoring.score import Forward, ScoreOptions
 
     model = load_model_dir(tiny_model.model_dir)
     x = torch.rand(4, 1, model.config.img_size, model.config.img_size)

@@ -9,7 +9,7 @@ from osteo_batch import study
 
 @pytest.fixture(scope="module")
 def report(cohort_dir, prefect_server, tmp_path_factory):
-    from flows.study import model_study
+    from osteo_batch.flows.study import model_study
 
     out = tmp_path_factory.mktemp("study")
     from osteo_batch.foundations import PHANTOM

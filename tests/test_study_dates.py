@@ -19,7 +19,7 @@ import pytest
 
 from osteo_batch import pipeline
 from osteo_batch.store import Store
-from osteo_batch.sweep import sweep
+from osteo_batch.archive.sweep import sweep
 
 from dicom_factory import dataset, write
 
@@ -179,7 +179,7 @@ def test_untrusted_study_dates_are_counted_in_the_run_summary(night, capsys):
     assert stored["sweep"]["study_dates"] == sw["study_dates"]
     assert listed == {"SD0001", "SD0002"}, "untrusted dates stay off the worklist"
 
-    from osteo_batch.run_summary import summary_markdown
+    from osteo_batch.run.summary import summary_markdown
 
     md = summary_markdown(summary)  # the Prefect artifact
     assert "untrusted study dates (ineligible:study_date" in md

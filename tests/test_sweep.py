@@ -65,7 +65,7 @@ def test_rule_change_takes_effect_without_rereading(tmp_path, archive_copy):
 
 
 def test_names_that_are_not_utf8_are_indexed_and_readable(tmp_path):
-    from osteo_batch.archive import fs_path
+    from osteo_batch.archive.walk import fs_path
     from osteo_batch.dicom.pixels import load_image
 
     from dicom_factory import dataset
@@ -85,7 +85,7 @@ def test_names_that_are_not_utf8_are_indexed_and_readable(tmp_path):
 def test_an_empty_or_unmounted_archive_never_wipes_the_index(tmp_path, archive_copy):
     import pytest
 
-    from osteo_batch.sweep import ArchiveEmptyError
+    from osteo_batch.archive.sweep import ArchiveEmptyError
 
     s = _settings(tmp_path, archive_copy)
     first = pipeline.sweep_stage(s, "r1")

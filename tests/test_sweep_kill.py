@@ -15,7 +15,7 @@ KILLABLE = textwrap.dedent(
     """
     import sys, time
     from osteo_batch.store import Store
-    from osteo_batch.sweep import sweep
+    from osteo_batch.archive.sweep import sweep
 
     def progress(done, total):
         print(done, flush=True)

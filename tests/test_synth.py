@@ -4,8 +4,8 @@ from collections import Counter
 import numpy as np
 import pydicom
 
-from osteo_batch import synth
-from osteo_batch.metrics import auc
+from osteo_batch.synth import cohort as synth
+from osteo_batch.models.metrics import auc
 
 
 def test_demo_cohort_plan_is_seeded_and_has_what_archives_hold():

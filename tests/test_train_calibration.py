@@ -15,7 +15,7 @@ def calibrated(tmp_path_factory):
     from osteo_batch import pipeline
     from osteo_batch.foundations import PHANTOM
     from osteo_batch.models.train import TrainConfig, train
-    from osteo_batch.synth import write_cohort
+    from osteo_batch.synth.cohort import write_cohort
 
     root = tmp_path_factory.mktemp("calib")
     c = write_cohort(root / "cohort", small_spec(n_women=160, n_followups=0, min_side=200, max_side=240, seed=4321),

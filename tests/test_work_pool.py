@@ -26,7 +26,7 @@ def test_shards_on_a_work_pool_equal_a_single_process_run(tmp_path, cohort_dir, 
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.settings import PREFECT_API_URL
 
-    from flows.nightly import nightly_screening
+    from osteo_batch.flows.nightly import nightly_screening
 
     async def make_pool():
         async with get_client() as client:

@@ -111,7 +111,7 @@ def _decoder_available(ts: str) -> bool:
 def read_header(path: str | os.PathLike, roots: tuple[str, ...] | None = None) -> HeaderResult:
     """Read the header of ``path``; never raises for bad files, never prints what it read.
 
-    ``roots`` (``osteo_batch.archive.real_roots``): a path that resolves
+    ``roots`` (``osteo_batch.archive.walk.real_roots``): a path that resolves
     outside them is refused (``outside_archive``) without being opened.
     The file is opened by :func:`osteo_batch.dicom.inflate.open_dataset`
     (complete, bounded, a regular file), inside :func:`quiet.reading`: what

@@ -24,7 +24,7 @@ pixel reader alike (:func:`open_dataset`). Three things a plain
   told from one that lacks them (the header reader calls it
   ``no_pixel_data``).
 - **Files that are not files.** The file is opened by
-  :func:`osteo_batch.archive.open_regular`: a FIFO or device is refused
+  :func:`osteo_batch.archive.walk.open_regular`: a FIFO or device is refused
   (``not_regular_file``), a path resolving outside the archive's roots is
   never opened (``outside_archive``).
 
@@ -85,9 +85,9 @@ def pixel_bytes(rows: int | None, cols: int | None, bits: int | None, samples: i
 
 def open_dataset(path: str | os.PathLike, roots: tuple[str, ...] | None = None, *,
                  stop_before_pixels: bool = False, defer_size: int | None = None):
-    """Read ``path`` (a stored archive path, see ``osteo_batch.archive.db_path``) as a pydicom ``FileDataset``.
+    """Read ``path`` (a stored archive path, see ``osteo_batch.archive.walk.db_path``) as a pydicom ``FileDataset``.
 
-    ``roots`` (``osteo_batch.archive.real_roots``): refuse a file that
+    ``roots`` (``osteo_batch.archive.walk.real_roots``): refuse a file that
     resolves outside them. ``stop_before_pixels`` and ``defer_size`` are
     pydicom's; either way the whole file is checked to be complete and, when
     deflated, bounded. Raises :class:`DatasetError` with reason
@@ -96,7 +96,7 @@ def open_dataset(path: str | os.PathLike, roots: tuple[str, ...] | None = None, 
     Call it inside :func:`osteo_batch.dicom.quiet.reading` to count what
     pydicom warns; it silences pydicom itself either way.
     """
-    from osteo_batch.archive import NotRegularFileError, OutsideArchiveError, open_regular
+    from osteo_batch.archive.walk import NotRegularFileError, OutsideArchiveError, open_regular
     from osteo_batch.dicom.quiet import silence_pydicom
 
     silence_pydicom()

@@ -149,12 +149,12 @@ def resize(arr: np.ndarray, size: int) -> np.ndarray:
 
 
 def read_dataset(path: str | os.PathLike, roots: "tuple[str, ...] | None" = None):
-    """The data set of the archive file ``path`` (a stored path, see :func:`osteo_batch.archive.db_path`).
+    """The data set of the archive file ``path`` (a stored path, see :func:`osteo_batch.archive.walk.db_path`).
 
     Opened as the header reader opens it (:func:`osteo_batch.dicom.inflate.open_dataset`):
     only a regular file (a FIFO or device put in a file's place between the
     sweep and scoring would block a decoding worker forever), never a file
-    that resolves outside ``roots`` (:func:`osteo_batch.archive.real_roots`),
+    that resolves outside ``roots`` (:func:`osteo_batch.archive.walk.real_roots`),
     complete, and a deflated data set inflated no further than its header
     justifies. A file that grew past anything an image the sweep accepts
     could need is refused before it is read into memory.
@@ -162,7 +162,7 @@ def read_dataset(path: str | os.PathLike, roots: "tuple[str, ...] | None" = None
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-    from osteo_batch.archive import fs_path
+    from osteo_batch.archive.walk import fs_path
     from osteo_batch.dicom.inflate import MAX_PIXEL_BYTES, DatasetError, open_dataset
 
     try:

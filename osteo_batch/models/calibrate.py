@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from osteo_batch import metrics
+from osteo_batch.models import metrics
 
 METHODS = ("platt", "isotonic")
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from osteo_batch import metrics
+from osteo_batch.models import metrics
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from osteo_batch.who import LABELS
+from osteo_batch.models.labels import LABELS
 FORMAT = "osteo-batch-model/1"
 
 

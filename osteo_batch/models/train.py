@@ -22,15 +22,15 @@ from typing import Any
 
 import numpy as np
 
-from osteo_batch import metrics
-from osteo_batch.plots import roc_points
+from osteo_batch.models import metrics
+from osteo_batch.models.plots import roc_points
 from osteo_batch.models.backbones import get_backbone, load_backbone_weights, lora_targets
 from osteo_batch.models.model import (
     LABELS, ModelConfig, build_module, normalise, publish_model_dir, save_model_dir, staging_dir,
 )
 from osteo_batch.store import Store
-from osteo_batch.tensors import DicomDataset, Item, make_loader
-from osteo_batch.who import SITES, min_t, who_class
+from osteo_batch.scoring.tensors import DicomDataset, Item, make_loader
+from osteo_batch.models.labels import SITES, min_t, who_class
 
 log = logging.getLogger("osteo_batch.train")
 
@@ -522,11 +522,11 @@ def _ceiling_on(pids: np.ndarray, y_bin: np.ndarray, truth_csv: str | Path) -> f
 
 def write_card(out: Path, card: dict, mcfg: ModelConfig) -> None:
     from osteo_batch.outputs import write_private
-    from osteo_batch.report import render
+    from osteo_batch.render import render
 
     import base64
 
-    from osteo_batch import plots
+    from osteo_batch.models import plots
 
     card = _json_safe(card)
     write_private(out / "card.json", json.dumps(card, indent=2, default=str, allow_nan=False))

@@ -1,6 +1,6 @@
 """Hostile file-system entries: links that leave the archive, FIFOs, sockets, devices, dangling links, cycles.
 
-The rule they test (``osteo_batch.archive.walk``): a file is in the archive
+The rule they test (``osteo_batch.archive.walk.walk``): a file is in the archive
 only if its resolved path lies under the archive's resolved root or an
 ``[archive] allowed_roots`` folder. Anything else gets exactly one
 ``instances`` row, rejected with its own reason, and is never opened; a link

@@ -229,9 +229,9 @@ def test_header_reads_get_the_sweeps_roots(tmp_path):
     """Defence in depth: a path handed to the header reader that resolves outside is refused there too."""
     import inspect
 
-    from osteo_batch.archive import real_roots
+    from osteo_batch.archive.walk import real_roots
     from osteo_batch.dicom.headers import read_header
-    from osteo_batch.sweep import iter_headers
+    from osteo_batch.archive.sweep import iter_headers
 
     if "roots" not in inspect.signature(read_header).parameters:
         pytest.skip("read_header(path, roots=...) not landed yet")
@@ -301,7 +301,7 @@ def test_a_folder_that_cannot_be_listed_is_counted_by_reason_and_its_rows_kept(t
 def test_listing_faults_are_named_by_errno(tmp_path, monkeypatch):
     """EIO from a failing disk and a folder that vanished between being seen and being listed
     (injected: no real mount here can be made to fail on demand)."""
-    from osteo_batch import archive as arch
+    from osteo_batch.archive import walk as arch
 
     for name in ("io", "gone", "midway", "fine"):
         (tmp_path / name).mkdir()
@@ -352,7 +352,7 @@ def test_walk_with_links_stays_near_os_walk_plus_stat(tmp_path):
     """The walk alone (no store) over 20k files, 1 in 50 a link, against ``os.walk`` + ``os.stat``."""
     import importlib.util
 
-    from osteo_batch.archive import walk
+    from osteo_batch.archive.walk import walk
 
     spec = importlib.util.spec_from_file_location("bench_sweep", Path(__file__).resolve().parents[2] / "benchmarks"
                                                   / "sweep.py")

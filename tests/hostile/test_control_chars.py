@@ -177,7 +177,7 @@ def test_outcomes_worklist_and_report_print_no_control_characters(night):
 
 
 def test_the_outcome_keys_by_site_are_clean(night):
-    from osteo_batch import outcomes
+    from osteo_batch.followup import outcomes
 
     s, _ = night
     with pipeline.open_store(s, read_only=True) as st:

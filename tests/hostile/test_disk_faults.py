@@ -43,7 +43,8 @@ WRAP = f"HOLD = {HOLD!r}\nHERE = {str(Path(__file__).resolve().parent)!r}\n" + t
     from pathlib import Path
     sys.path.insert(0, HERE)
     from test_disk_faults import fill as fill_file  # the same filler the tests use in-process
-    from osteo_batch import cli, pipeline, scoring
+    from osteo_batch import cli, pipeline
+    from osteo_batch.scoring import score as scoring
     fault, where, target, argv = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
     holders = []
 

@@ -201,7 +201,7 @@ def _worker(seed: str, start: str, stop: str, bases_dir: str, work: str) -> None
     from osteo_batch.dicom.headers import HeaderResult, read_header
     from osteo_batch.dicom.pixels import PixelError, load_image
     from osteo_batch.reasons import Reason
-    from osteo_batch.tensors import ItemTimeout, time_limit
+    from osteo_batch.scoring.tensors import ItemTimeout, time_limit
 
     codes = {r.value for r in Reason}
     logged: list = []

@@ -20,7 +20,7 @@ from dicom_factory import dataset
 from osteo_batch.dicom.headers import read_header
 from osteo_batch.dicom.inflate import HEADER_ALLOWANCE, DatasetError, open_dataset
 from osteo_batch.store import Store
-from osteo_batch.sweep import sweep
+from osteo_batch.archive.sweep import sweep
 
 
 def _write(cases, archive: Path, outside: Path) -> dict[str, object]:
@@ -212,7 +212,7 @@ def test_duplicates_keep_the_intact_copy_and_the_next_one_when_it_fails(tmp_path
     assert (rows["a-damaged"]["status"], rows["a-damaged"]["reason"]) == ("duplicate", "duplicate_sop_instance_uid")
     assert (rows["b-intact"]["header_issues"], rows["a-damaged"]["header_issues"]) == (0, 1)
 
-    from osteo_batch.sweep import resolve_status
+    from osteo_batch.archive.sweep import resolve_status
 
     with Store(tmp_path / "osteo.duckdb") as st:
         # rows swept before header_issues existed sort after every counted copy

@@ -173,7 +173,7 @@ def test_a_fifo_in_a_files_place_is_refused_at_once(tmp_path, alarm_guard):
 
 
 def test_a_link_out_of_the_archive_is_never_opened(tmp_path):
-    from osteo_batch.archive import real_roots
+    from osteo_batch.archive.walk import real_roots
     from osteo_batch.dicom.pixels import PixelError, load_image
 
     (tmp_path / "archive").mkdir()
@@ -197,7 +197,7 @@ def test_a_file_rewritten_with_another_instance_is_not_scored_as_the_one_swept(t
 
 def test_the_time_limit_interrupts_a_read_that_blocks(tmp_path, alarm_guard):
     """A blocking open (here a FIFO without a writer, opened the ordinary way) returns at the limit."""
-    from osteo_batch.tensors import ItemTimeout, time_limit
+    from osteo_batch.scoring.tensors import ItemTimeout, time_limit
 
     signal.alarm(0)  # the guard's timer would be an outer limit, which time_limit leaves alone
     guard = signal.getsignal(signal.SIGALRM)
@@ -211,7 +211,7 @@ def test_the_time_limit_interrupts_a_read_that_blocks(tmp_path, alarm_guard):
 
 
 def test_the_time_limit_leaves_a_callers_own_timer_alone():
-    from osteo_batch.tensors import time_limit
+    from osteo_batch.scoring.tensors import time_limit
 
     def outer(signum, frame):
         raise TimeoutError
@@ -232,7 +232,7 @@ def slow_and_quick(tmp_path_factory):
     """A 1536 x 1536 JPEG 2000 lossless (a full decode takes a few tenths of a second) and a small image."""
     from pydicom.uid import JPEG2000Lossless
 
-    from osteo_batch.tensors import Item
+    from osteo_batch.scoring.tensors import Item
 
     d = tmp_path_factory.mktemp("slow")
     rng = np.random.default_rng(0)
@@ -246,7 +246,7 @@ def slow_and_quick(tmp_path_factory):
 
 def test_an_image_past_its_time_limit_is_decode_timeout_and_the_next_one_decodes(slow_and_quick):
     from osteo_batch.dicom.pixels import DisplayOptions
-    from osteo_batch.tensors import DicomDataset
+    from osteo_batch.scoring.tensors import DicomDataset
 
     full = DisplayOptions(reduce=False)  # a full decode: a reduced read would be too quick to time out
     assert DicomDataset(slow_and_quick, 32, full)[0][2] is None, "decodes within the default limit"
@@ -259,7 +259,7 @@ def test_an_image_past_its_time_limit_is_decode_timeout_and_the_next_one_decodes
 @pytest.mark.slow
 def test_a_dataloader_worker_past_the_limit_goes_on_with_the_next_image(slow_and_quick):
     from osteo_batch.dicom.pixels import DisplayOptions
-    from osteo_batch.tensors import DicomDataset, make_loader
+    from osteo_batch.scoring.tensors import DicomDataset, make_loader
 
     ds = DicomDataset(slow_and_quick * 2, 32, DisplayOptions(reduce=False), item_timeout_s=0.02)
     seen = {}
@@ -274,9 +274,9 @@ def test_a_dataloader_worker_past_the_limit_goes_on_with_the_next_image(slow_and
 _SCORE = """
 import dataclasses, json, sys
 from osteo_batch import pipeline
-from osteo_batch.archive import real_roots
+from osteo_batch.archive.walk import real_roots
 from osteo_batch.models.model import load_model_dir
-from osteo_batch.scoring import ScorePlan, plan_items, score_shard
+from osteo_batch.scoring.score import ScorePlan, plan_items, score_shard
 
 s = pipeline.Settings.from_json(json.loads(sys.argv[1]))
 planned = pipeline.plan_stage(s, "night")

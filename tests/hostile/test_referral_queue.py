@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from osteo_batch import referrals
-from osteo_batch.referrals import QUARANTINE_REASONS, flush_queue, new_referral, parse_queued, queue
+from osteo_batch.followup import referrals
+from osteo_batch.followup.referrals import QUARANTINE_REASONS, flush_queue, new_referral, parse_queued, queue
 from osteo_batch.store import Store
 
 PLANT = "ZQXPLANTQUEUE"  # a patient ID planted in bad files: no message may show it
@@ -146,7 +146,7 @@ def test_a_queued_file_this_process_may_not_read_is_set_aside(tmp_path):
     os.chmod(f, 0)
     script = textwrap.dedent("""
         import json, sys
-        from osteo_batch.referrals import flush_queue
+        from osteo_batch.followup.referrals import flush_queue
         from osteo_batch.store import Store
         with Store(sys.argv[1] + "/osteo.duckdb") as st:
             out = flush_queue(st, sys.argv[1])

@@ -15,7 +15,7 @@ import pytest
 
 import dicom_factory as df
 from osteo_batch import pipeline
-from osteo_batch.eligibility import RuleError, load_rules, parse_rules
+from osteo_batch.archive.eligibility import RuleError, load_rules, parse_rules
 from osteo_batch.store import Store
 
 EVIL = r"(x+x+)+y"

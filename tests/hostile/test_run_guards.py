@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from osteo_batch import runlock
+from osteo_batch.run import lock as runlock
 
 
 def _cli(*args, env_extra=None, timeout=300):

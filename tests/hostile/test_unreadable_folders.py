@@ -35,7 +35,7 @@ def test_a_folder_that_cannot_be_listed_is_reported_on_the_console_and_the_run_p
 
 
 def test_the_artifact_says_it_too():
-    from osteo_batch.run_summary import summary_markdown
+    from osteo_batch.run.summary import summary_markdown
 
     md = summary_markdown({"run_id": "r", "sweep": {"files": 3, "unreadable_dirs": 2,
                                                     "unreadable_dir_reasons": {"permission_denied": 1, "io_error": 1}}})

@@ -1,7 +1,7 @@
 """Scoring: pending images through the model in shards, to Parquet, then into the store.
 
 The unit of work is a shard: a deterministic share of the pending images (a
-hash of the SOP Instance UID picks shard i of n, :func:`osteo_batch.tensors.shard_of`).
+hash of the SOP Instance UID picks shard i of n, :func:`osteo_batch.scoring.tensors.shard_of`).
 A shard runs in one process on one device, reads its share from the run's
 plan (a Parquet file, so a shard on another machine needs no database), and
 writes Parquet part files, one per batch group of ``commit_every`` images,
@@ -36,9 +36,9 @@ from typing import Callable
 
 from osteo_batch.models import calibrate
 from osteo_batch.models.model import LoadedModel, normalise
-from osteo_batch.tensors import DicomDataset, Item, make_loader, shard_of
+from osteo_batch.scoring.tensors import DicomDataset, Item, make_loader, shard_of
 
-log = logging.getLogger("osteo_batch.scoring")
+log = logging.getLogger("osteo_batch.scoring.score")
 
 #: batch sizes when none is given: a CPU gains nothing past a few images per
 #: forward, a GPU needs many to fill (and halves on out-of-memory).
@@ -54,7 +54,7 @@ class ScoreOptions:
     compile: bool = False  # torch.compile the model (CUDA; minutes of warm-up, worth it for big backlogs)
     commit_every: int = 1024  # images per part file: what a crash can cost at most
     prefetch: int = 4  # batches each worker decodes ahead
-    roots: tuple[str, ...] = ()  # osteo_batch.archive.real_roots: files resolving elsewhere are never opened
+    roots: tuple[str, ...] = ()  # osteo_batch.archive.walk.real_roots: files resolving elsewhere are never opened
     item_timeout_s: float = 120.0  # one image's open + decode; past it: decode_timeout
 
     def resolved_batch_size(self) -> int:

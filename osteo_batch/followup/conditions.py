@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from osteo_batch.dxa import csv_rows, record_rejected, source_id
+from osteo_batch.followup.dxa import csv_rows, record_rejected, source_id
 
 COLUMNS = ("patient_id", "condition", "since")
 

@@ -129,7 +129,7 @@ def queue_fallback(workdir: str | os.PathLike, event: Referral) -> Path:
 
 def fallback_dir(workdir: str | os.PathLike) -> Path | None:
     """This user's fallback queue for ``workdir``: one folder per work folder, named by its path's hash."""
-    from osteo_batch.archive import path_hash
+    from osteo_batch.archive.walk import path_hash
     from osteo_batch.outputs import state_dir
 
     base = state_dir()
@@ -209,7 +209,7 @@ def read_queued(path: Path) -> Referral | str | None:
     """The action in a queued file, or the reason code it cannot be one, or None if the file is gone.
 
     ``lstat`` first, so a FIFO, a device or a link is never opened; then the
-    open (:func:`osteo_batch.archive.open_regular` with ``follow=False``:
+    open (:func:`osteo_batch.archive.walk.open_regular` with ``follow=False``:
     ``O_NOFOLLOW | O_NONBLOCK``, checked again with ``fstat``) catches a file
     swapped between the two, and at most ``MAX_QUEUED_BYTES + 1`` bytes are read.
     """
@@ -223,7 +223,7 @@ def read_queued(path: Path) -> Referral | str | None:
         return "not_a_file"
     if st.st_size > MAX_QUEUED_BYTES:
         return "too_large"
-    from osteo_batch.archive import NotRegularFileError, open_regular
+    from osteo_batch.archive.walk import NotRegularFileError, open_regular
 
     try:
         f = open_regular(str(path), follow=False)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from osteo_batch.reasons import unreadable_folders_line
-from osteo_batch.report import DISCLAIMER, render
+from osteo_batch.render import DISCLAIMER, render
 
 STAGE_ORDER = ("dxa", "sweep", "score", "explain", "worklist")
 
@@ -162,7 +162,7 @@ def _study_dates_line(h: dict[str, Any]) -> str:
 
 def write_run_page(workdir: str | os.PathLike, summary: dict[str, Any], *, status: str = "finished") -> Path:
     """``runs/run-<run_id>.html`` (0600)."""
-    from osteo_batch.eligibility import STUDY_DATE_PROBLEMS
+    from osteo_batch.archive.eligibility import STUDY_DATE_PROBLEMS
     from osteo_batch.outputs import write_private
     from osteo_batch.reasons import DESCRIPTIONS
 

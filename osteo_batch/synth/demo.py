@@ -27,7 +27,7 @@ HISTORY_SEED = 20251127
 def history_spec(seed: int = HISTORY_SEED):
     """Women 50+ with a DXA after their radiograph, at the model's resolution, dated before tonight."""
     from osteo_batch.models.backbones import get_backbone
-    from osteo_batch.synth import CohortSpec
+    from osteo_batch.synth.cohort import CohortSpec
 
     side = 2 * get_backbone("dinov2_tiny_demo").img_size
     return CohortSpec(n_women=1250, n_men=10, n_young=10, n_lateral=10, n_followups=0, n_unreadable=0, seed=seed,
@@ -48,7 +48,7 @@ class DemoTraining:
 
 def ensure_history(root: Path, spec=None) -> Any:
     """Write the history cohort under ``root`` unless the same one is there; returns it."""
-    from osteo_batch import synth
+    from osteo_batch.synth import cohort as synth
 
     spec = spec or history_spec()
     return synth.existing_cohort(root, spec) or synth.write_cohort(root, spec)

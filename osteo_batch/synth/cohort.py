@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from osteo_batch.metrics import auc
-from osteo_batch.who import who_class  # noqa: F401  (re-exported for cohort users)
+from osteo_batch.models.metrics import auc
+from osteo_batch.models.labels import who_class  # noqa: F401  (re-exported for cohort users)
 
 #: T-score model: T_site = T_MEAN + T_SLOPE * z + site offset + noise.
 T_MEAN = -0.9

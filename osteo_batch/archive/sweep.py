@@ -12,7 +12,7 @@ are derived in SQL (``sql/resolve_status.sql``). The built-in study date check
 Conservation: every entry the walk lists has exactly one row after a sweep,
 so files swept = scored + ineligible + duplicate + rejected + pending. That
 includes entries the walk refuses (a link that leaves the archive, a FIFO, a
-dangling link, see ``osteo_batch.archive``): they are written with their
+dangling link, see ``osteo_batch.archive.walk``): they are written with their
 reason straight from the listing, never handed to the header reader, and the
 next sweep rewrites them when the entry changes.
 """
@@ -26,9 +26,9 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
-from osteo_batch.archive import walk
+from osteo_batch.archive.walk import walk
 from osteo_batch.dicom.headers import HeaderResult, read_header
-from osteo_batch.eligibility import STUDY_DATE_REASON, Rules, load_rules, study_date_params
+from osteo_batch.archive.eligibility import STUDY_DATE_REASON, Rules, load_rules, study_date_params
 from osteo_batch.store import Store
 
 #: Below this many files, a process pool costs more than it saves.
@@ -73,7 +73,7 @@ def iter_headers(paths: list[str], *, workers: int | None = None, batch: int = B
 
     Parallel processes read when there are many files; each batch is handed
     back as soon as it is read, so the caller can commit progress as it goes.
-    ``roots`` (``osteo_batch.archive.real_roots``) go to every header read.
+    ``roots`` (``osteo_batch.archive.walk.real_roots``) go to every header read.
     """
     workers = workers or min(8, os.cpu_count() or 1)
     if len(paths) < _PARALLEL_MIN or workers <= 1:
@@ -147,7 +147,7 @@ def apply_rules(store: Store, rules: Rules, run_date: dt.date | None = None) -> 
 def study_date_files(store: Store, run_date: dt.date) -> list[dict]:
     """Files left out for an untrusted study date: accession_number, study_date, sop_instance_uid, problem.
 
-    ``problem`` is a key of :data:`osteo_batch.eligibility.STUDY_DATE_PROBLEMS`.
+    ``problem`` is a key of :data:`osteo_batch.archive.eligibility.STUDY_DATE_PROBLEMS`.
     No patient names: this list is for the PACS administrator.
     """
     return store.rows("study_dates", study_date_params(run_date))

@@ -79,7 +79,7 @@ class Item:
 class DicomDataset:
     """Map-style dataset over ``items``; yields (index, image or None, reason or None).
 
-    ``roots`` (:func:`osteo_batch.archive.real_roots`): where a file may
+    ``roots`` (:func:`osteo_batch.archive.walk.real_roots`): where a file may
     resolve; one that now leads outside is never opened. ``item_timeout_s``:
     the time one image may take (:func:`time_limit`), past which it is
     rejected as ``decode_timeout`` and the worker goes on with the next.

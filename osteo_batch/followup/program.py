@@ -14,9 +14,9 @@ import datetime as dt
 import os
 from pathlib import Path
 
-from osteo_batch import outcomes as oc
-from osteo_batch import plots
-from osteo_batch.report import render
+from osteo_batch.followup import outcomes as oc
+from osteo_batch.models import plots
+from osteo_batch.render import render
 
 
 def _uri(png: bytes) -> str:

@@ -118,7 +118,8 @@ def _run_flow(settings, *, use_prefect: bool, ray: str | None = None, shard_depl
     this process. The temporary Prefect server is tied to this process's life
     (:func:`flows.env.tie_ephemeral_server`), so a killed run leaves none behind.
     """
-    from osteo_batch import pipeline, runlock
+    from osteo_batch import pipeline
+    from osteo_batch.run import lock as runlock
 
     run_id = pipeline.new_run_id()
     with runlock.hold(settings.workdir, run_id):
@@ -135,11 +136,11 @@ def _run_flow_locked(settings, run_id: str, *, use_prefect: bool, ray: str | Non
         with bars():
             return pipeline.run_nightly(settings, run_id,
                                         on_stage=lambda n, o: _say(f"[{n}] done in {o.get('seconds')} s"))
-    from flows import env
+    from osteo_batch.flows import env
 
     env.configure(settings.workdir)
     env.tie_ephemeral_server()
-    from flows import nightly
+    from osteo_batch.flows import nightly
 
     flow = nightly.nightly_screening if ray is None else nightly.with_ray(None if ray == "local" else ray)
     with bars():
@@ -157,7 +158,7 @@ def _run_flow_locked(settings, run_id: str, *, use_prefect: bool, ray: str | Non
 def _warn_unreadable_folders(sweep: dict) -> None:
     """Folders the sweep could not list: a warning line, counts and reasons only."""
     from osteo_batch.reasons import unreadable_folders_line
-    from osteo_batch.run_summary import unreadable_folders
+    from osteo_batch.run.summary import unreadable_folders
 
     line = unreadable_folders_line(unreadable_folders(sweep))
     if line:
@@ -205,7 +206,7 @@ def cmd_run(args) -> int:
     check_model_dir(s.resolved_model_dir())  # no model, or a damaged one: one line, before anything starts
     s.check_device()
     if s.dxa_csv:
-        from osteo_batch.dxa import parse_dxa_csv
+        from osteo_batch.followup.dxa import parse_dxa_csv
 
         parse_dxa_csv(s.dxa_csv)  # a malformed table is a one-line error before the flow starts
     if args.ray and args.shard_deployment:
@@ -247,7 +248,7 @@ def cmd_worklist(args) -> int:
 
 def cmd_refer(args) -> int:
     from osteo_batch import pipeline
-    from osteo_batch.referrals import new_referral, refer
+    from osteo_batch.followup.referrals import new_referral, refer
 
     s = pipeline.load_settings(None, workdir=args.workdir)
     ev = new_referral(args.patient_id, args.status, args.note, args.by)
@@ -302,7 +303,8 @@ def _pct(x: float | None) -> str:
 def cmd_outcomes(args) -> int:
     import json
 
-    from osteo_batch import outcomes, pipeline
+    from osteo_batch import pipeline
+    from osteo_batch.followup import outcomes
 
     s = pipeline.load_settings(None, workdir=args.workdir, dxa_csv=args.dxa)
     if args.dxa:
@@ -326,7 +328,7 @@ def cmd_outcomes(args) -> int:
 
 def cmd_report(args) -> int:
     from osteo_batch import pipeline
-    from osteo_batch.program import write_program_report
+    from osteo_batch.followup.program import write_program_report
 
     s = pipeline.load_settings(None, workdir=args.workdir, dxa_csv=args.dxa)
     if args.dxa:
@@ -368,7 +370,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from osteo_batch import pipeline, synth
+    from osteo_batch import pipeline
+    from osteo_batch.synth import cohort as synth
 
     workdir = Path(args.workdir)
     t0 = time.monotonic()
@@ -379,7 +382,7 @@ def cmd_demo(args) -> int:
         _say("[demo] writing the synthetic archive (phantoms, not people) ...")
         c = synth.write_cohort(workdir, spec)
         _say(f"[demo] {c.n_files} files, {c.n_images} images; known ceiling AUC {c.ceiling_auc:.3f} ({time.monotonic() - t0:.0f} s)")
-    from osteo_batch import demo
+    from osteo_batch.synth.cohort import demo
 
     model_dir = workdir / "models" / "demo"
     if (model_dir / "config.json").is_file():
@@ -445,8 +448,8 @@ def cmd_calibrate(args) -> int:
     from osteo_batch.models.calibrate import recalibrate
     from osteo_batch.models.model import load_model_dir
     from osteo_batch.models.train import decode_cached, predict
-    from osteo_batch.tensors import Item
-    from osteo_batch.who import min_t, who_class
+    from osteo_batch.scoring.tensors import Item
+    from osteo_batch.models.labels import min_t, who_class
 
     s = pipeline.load_settings(args.config, workdir=args.workdir, archive=args.archive, dxa_csv=args.dxa,
                                workers=args.workers)
@@ -477,7 +480,8 @@ def cmd_calibrate(args) -> int:
 def cmd_study(args) -> int:
     import json
 
-    from osteo_batch import study, synth
+    from osteo_batch import study
+    from osteo_batch.synth import cohort as synth
 
     out = Path(args.out)
     if args.demo:
@@ -493,10 +497,10 @@ def cmd_study(args) -> int:
             raise CliError("study needs --archive, --dxa and --grid (or --demo)")
         archive, dxa, truth, masks = args.archive, args.dxa, args.truth, args.masks
         grid = study.load_grid(args.grid)
-    from flows import env
+    from osteo_batch.flows import env
 
     env.configure(out)
-    from flows.study import model_study
+    from osteo_batch.flows.study import model_study
 
     report = model_study(archive=str(archive), dxa_csv=str(dxa), out=str(out), grid=grid,
                          truth=str(truth) if truth else None, masks=str(masks) if masks else None,
@@ -516,10 +520,10 @@ def cmd_study(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from flows import env
+    from osteo_batch.flows import env
 
     env.configure(args.workdir)
-    from flows.nightly import serve
+    from osteo_batch.flows.nightly import serve
 
     _say(f"[serve] deployment 'nightly_screening/nightly' on cron {args.cron!r}; needs a running `prefect server start` "
          "(the ephemeral server does not fire schedules). Ctrl-C to stop.")
@@ -529,10 +533,10 @@ def cmd_serve(args) -> int:
 
 
 def cmd_deploy_shards(args) -> int:
-    from flows import env
+    from osteo_batch.flows import env
 
     env.configure(None)
-    from flows.shard import score_shard_flow
+    from osteo_batch.flows.shard import score_shard_flow
 
     repo = Path(__file__).resolve().parents[1]
     dep_id = score_shard_flow.from_source(source=str(repo), entrypoint="flows/shard.py:score_shard_flow").deploy(
@@ -704,7 +708,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def synth_seed() -> int:
-    from osteo_batch.synth import CohortSpec
+    from osteo_batch.synth.cohort import CohortSpec
 
     return CohortSpec.seed
 

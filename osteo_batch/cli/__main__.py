@@ -1,0 +1,5 @@
+import sys
+
+from osteo_batch.cli.main import main
+
+sys.exit(main())
