@@ -162,7 +162,7 @@ def _folder_shown(err: int, path, workdir) -> str:
     folder = p if p.is_dir() else p.parent
     if err in _WRITE_ONLY or _inside(folder, workdir) or _inside(folder, state_dir()):
         return str(folder)
-    from osteo_batch.archive.walk import path_hash  # EACCES/EPERM can come from a read: maybe an archive file
+    from osteo_batch.text import path_hash  # EACCES/EPERM can come from a read: maybe an archive file
 
     return f"a folder outside the work folder (path hash {path_hash(folder)})"
 

@@ -42,5 +42,12 @@ def render(template: str, **context: Any) -> str:
     return _env().get_template(template).render(**context)
 
 
+def png_data_uri(png: bytes) -> str:
+    """A PNG as a ``data:`` URI: pages embed their images, so one file is the whole page (no folder of
+    images beside it to copy, lose or leave readable)."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
 def data_uri_png(path: str | Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    """The PNG file at ``path`` as a ``data:`` URI (see :func:`png_data_uri`)."""
+    return png_data_uri(Path(path).read_bytes())

@@ -21,6 +21,8 @@ one ``str.translate`` table does it, so they are cheap enough to run on every va
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 
 __all__ = ["clean", "clean_cell", "REMOVED"]
@@ -64,3 +66,8 @@ def clean_cell(s: str) -> str:
     A CR vanishes (it is a C0 control), so ``\\r\\n`` becomes one space too.
     """
     return s.translate(_CELL) if _FIND_CELL.search(s) else s
+
+
+def path_hash(path: str | os.PathLike) -> str:
+    """Short, stable hash of a path for logs and errors: paths can hold names, so a message names this instead."""
+    return hashlib.sha256(os.fsencode(path)).hexdigest()[:12]

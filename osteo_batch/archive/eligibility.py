@@ -36,7 +36,7 @@ from typing import Any, Mapping
 
 from osteo_batch.reasons import Reason
 
-DEFAULT_RULES = Path(__file__).parent / "defaults" / "eligibility.toml"
+DEFAULT_RULES = Path(__file__).resolve().parents[1] / "defaults" / "eligibility.toml"  # osteo_batch/defaults, package data
 _TESTS = ("equals", "in", "regex", "min", "max")
 
 #: The eligibility reason of the built-in study date check.

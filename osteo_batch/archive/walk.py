@@ -26,7 +26,6 @@ is caught by :func:`open_regular`, which checks the file the kernel opened.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import stat
 from dataclasses import dataclass, field
@@ -117,11 +116,6 @@ def db_path(path: str) -> str:
 def fs_path(stored: str) -> str:
     """The path to open for a stored path (with surrogate escapes for names that are not UTF-8)."""
     return os.fsdecode(bytes.fromhex(stored[len(_RAW):])) if stored.startswith(_RAW) else stored
-
-
-def path_hash(path: str | os.PathLike) -> str:
-    """Short, stable hash of a path for logs and errors (paths can hold names)."""
-    return hashlib.sha256(os.fsencode(path)).hexdigest()[:12]
 
 
 def _kind(mode: int) -> str:

@@ -129,7 +129,7 @@ def queue_fallback(workdir: str | os.PathLike, event: Referral) -> Path:
 
 def fallback_dir(workdir: str | os.PathLike) -> Path | None:
     """This user's fallback queue for ``workdir``: one folder per work folder, named by its path's hash."""
-    from osteo_batch.archive.walk import path_hash
+    from osteo_batch.text import path_hash
     from osteo_batch.outputs import state_dir
 
     base = state_dir()
