@@ -87,7 +87,7 @@ def main() -> int:
     import numpy as np
     import torch
 
-    from osteo_batch.dicom.pixels import DisplayOptions
+    from osteo_batch.dicom.display import DisplayOptions
     from osteo_batch.models.model import ModelConfig, build_module, load_model_dir, save_model_dir
     from osteo_batch.scoring.score import Forward, ScoreOptions, score_shard
     from osteo_batch.synth.cohort import CohortSpec, write_cohort
@@ -187,7 +187,7 @@ def main() -> int:
     max_diff = float(np.max(np.abs(np.array(full_scores) - np.array(reduced_scores)))) if reduced_scores else None
 
     # (d) the naive loop
-    paths = [it.key for it in items][: args.naive_images or len(items)]
+    paths = [it.path for it in items][: args.naive_images or len(items)]
     mean = torch.tensor(cfg.mean, device=args.device).view(1, 3, 1, 1)
     std = torch.tensor(cfg.std, device=args.device).view(1, 3, 1, 1)
     naive_loop(paths[:2], model.module, cfg.img_size, args.device, mean, std)  # warm-up

@@ -1,4 +1,4 @@
-"""The nightly screening flow: one coarse Prefect task per stage, over ``osteo_batch.pipeline``.
+"""The nightly screening flow: one coarse Prefect task per stage, over ``osteo_batch.run``.
 
 This module holds orchestration only: no DICOM, torch, SQL or templates. Each
 task wraps one library call and returns counts; task names carry the run ID,
@@ -14,8 +14,12 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from osteo_batch import pipeline
-from osteo_batch.pipeline import Settings, is_user_error
+from osteo_batch.errors import is_user_error
+from osteo_batch.run import shards as score_stages
+from osteo_batch.run import stages
+from osteo_batch.run.context import RunContext
+from osteo_batch.run.nightly import new_run_id, run_nightly
+from osteo_batch.settings import Settings, load_settings
 
 
 def _worth_retrying(task, task_run, state) -> bool:
@@ -28,40 +32,40 @@ def _worth_retrying(task, task_run, state) -> bool:
     return True
 
 
-@task(name="load-dxa", retries=2, retry_delay_seconds=5, retry_condition_fn=_worth_retrying, task_run_name="load-dxa-{run_id}")
-def load_dxa(settings: Settings, run_id: str) -> dict[str, Any]:
-    return pipeline.load_dxa_stage(settings, run_id)
+@task(name="load-dxa", retries=2, retry_delay_seconds=5, retry_condition_fn=_worth_retrying, task_run_name="load-dxa-{ctx.run_id}")
+def load_dxa(ctx: RunContext) -> dict[str, Any]:
+    return stages.load_dxa_stage(ctx)
 
 
-@task(name="sweep", retries=2, retry_delay_seconds=5, retry_condition_fn=_worth_retrying, task_run_name="sweep-{run_id}")
-def sweep(settings: Settings, run_id: str, model_id: str | None) -> dict[str, Any]:
-    return pipeline.sweep_stage(settings, run_id, model_id)
+@task(name="sweep", retries=2, retry_delay_seconds=5, retry_condition_fn=_worth_retrying, task_run_name="sweep-{ctx.run_id}")
+def sweep(ctx: RunContext) -> dict[str, Any]:
+    return stages.sweep_stage(ctx)
 
 
-@task(name="score", task_run_name="score-{run_id}")
-def score(settings: Settings, run_id: str) -> dict[str, Any]:
+@task(name="score", task_run_name="score-{ctx.run_id}")
+def score(ctx: RunContext) -> dict[str, Any]:
     """Plan, shards on this machine (one process per GPU when several), load."""
-    return pipeline.score_stage(settings, run_id)
+    return score_stages.score_stage(ctx)
 
 
 @task(name="score-plan", retries=2, retry_delay_seconds=5, retry_condition_fn=_worth_retrying,
-      task_run_name="score-plan-{run_id}")
-def score_plan(settings: Settings, run_id: str) -> dict[str, Any]:
-    return pipeline.plan_stage(settings, run_id)
+      task_run_name="score-plan-{ctx.run_id}")
+def score_plan(ctx: RunContext) -> dict[str, Any]:
+    return score_stages.plan_stage(ctx)
 
 
-@task(name="score-shard", task_run_name="score-{run_id}-shard-{shard}")
-def score_shard(settings: Settings, run_id: str, plan: dict[str, Any], shard: int) -> dict[str, Any]:
-    return pipeline.shard_stage(settings, run_id, plan, shard)
+@task(name="score-shard", task_run_name="score-{ctx.run_id}-shard-{shard}")
+def score_shard(ctx: RunContext, plan: dict[str, Any], shard: int) -> dict[str, Any]:
+    return score_stages.shard_stage(ctx, plan, shard)
 
 
 @task(name="score-load", retries=2, retry_delay_seconds=5, retry_condition_fn=_worth_retrying,
-      task_run_name="score-load-{run_id}")
-def score_load(settings: Settings, run_id: str, shards: list[dict[str, Any]]) -> dict[str, Any]:
-    return pipeline.load_stage(settings, run_id, shards)
+      task_run_name="score-load-{ctx.run_id}")
+def score_load(ctx: RunContext, shards: list[dict[str, Any]]) -> dict[str, Any]:
+    return score_stages.load_stage(ctx, shards)
 
 
-def score_distributed(settings: Settings, run_id: str) -> dict[str, Any]:
+def score_distributed(ctx: RunContext) -> dict[str, Any]:
     """The score stage as one task per shard, on whatever task runner the flow has (Ray).
 
     Each shard task asks for one GPU when the device is CUDA, so Ray places
@@ -71,28 +75,28 @@ def score_distributed(settings: Settings, run_id: str) -> dict[str, Any]:
     import time
 
     t0 = time.monotonic()
-    planned = score_plan(settings, run_id)
+    planned = score_plan(ctx)
     plan = planned["plan"]
     log = get_run_logger()
     log.info("score: %d pending images in %d shards %s", sum(plan["sizes"]), plan["n_shards"], plan["sizes"])
-    if settings.device.startswith("cuda"):
+    if ctx.settings.device.startswith("cuda"):
         from prefect_ray.context import remote_options
 
         with remote_options(num_gpus=1):
-            futures = [score_shard.submit(settings, run_id, plan, i) for i in range(plan["n_shards"])]
+            futures = [score_shard.submit(ctx, plan, i) for i in range(plan["n_shards"])]
     else:
-        futures = [score_shard.submit(settings, run_id, plan, i) for i in range(plan["n_shards"])]
+        futures = [score_shard.submit(ctx, plan, i) for i in range(plan["n_shards"])]
     shards = []
     for f in futures:
         out = f.result()
         log.info("score shard %d/%d: %d scored, %d rejected in %.1f s on %s", out["shard"] + 1, out["n_shards"],
                  out["scored"], out["rejected"], out["seconds"], out["device"])
         shards.append(out)
-    loaded = score_load(settings, run_id, shards)
-    return {**pipeline.score_summary(planned, loaded), "seconds": round(time.monotonic() - t0, 2)}
+    loaded = score_load(ctx, shards)
+    return {**score_stages.score_summary(planned, loaded), "seconds": round(time.monotonic() - t0, 2)}
 
 
-def score_on_work_pool(settings: Settings, run_id: str, deployment: str) -> dict[str, Any]:
+def score_on_work_pool(ctx: RunContext, deployment: str) -> dict[str, Any]:
     """The score stage with each shard a run of the ``score_shard`` deployment (a work pool's workers).
 
     All shard runs start at once; the pool's workers (one per GPU machine)
@@ -105,11 +109,11 @@ def score_on_work_pool(settings: Settings, run_id: str, deployment: str) -> dict
     from prefect.deployments import run_deployment
 
     t0 = time.monotonic()
-    planned = score_plan(settings, run_id)
+    planned = score_plan(ctx)
     plan = planned["plan"]
     log = get_run_logger()
-    runs = [run_deployment(deployment, parameters={"settings": settings.to_json(), "run_id": run_id, "plan": plan,
-                                                   "shard": i}, timeout=0)
+    runs = [run_deployment(deployment, parameters={"settings": ctx.settings.to_json(), "run_id": ctx.run_id,
+                                                   "plan": plan, "shard": i, "context": ctx.to_json()}, timeout=0)
             for i in range(plan["n_shards"])]
     log.info("score: %d pending images in %d shard runs of %s", sum(plan["sizes"]), len(runs), deployment)
     failed = []
@@ -123,27 +127,27 @@ def score_on_work_pool(settings: Settings, run_id: str, deployment: str) -> dict
             log.info("score shard %d/%d: %s", i + 1, len(runs), state.type.value)
             if not state.is_completed():
                 failed.append(i)
-    loaded = score_load(settings, run_id, [])
+    loaded = score_load(ctx, [])
     if failed:
         raise RuntimeError(f"score shards {failed} of {len(runs)} did not complete (see their flow runs); "
                            "their finished parts are loaded and the next run scores the rest")
-    return {**pipeline.score_summary(planned, loaded), "seconds": round(time.monotonic() - t0, 2)}
+    return {**score_stages.score_summary(planned, loaded), "seconds": round(time.monotonic() - t0, 2)}
 
 
-@task(name="explain", task_run_name="explain-{run_id}")
-def explain(settings: Settings, run_id: str) -> dict[str, Any]:
-    return pipeline.explain_stage(settings, run_id)
+@task(name="explain", task_run_name="explain-{ctx.run_id}")
+def explain(ctx: RunContext) -> dict[str, Any]:
+    return stages.explain_stage(ctx)
 
 
-@task(name="worklist", retries=2, retry_delay_seconds=5, retry_condition_fn=_worth_retrying, task_run_name="worklist-{run_id}")
-def worklist(settings: Settings, run_id: str) -> dict[str, Any]:
-    return pipeline.worklist_stage(settings, run_id)
+@task(name="worklist", retries=2, retry_delay_seconds=5, retry_condition_fn=_worth_retrying, task_run_name="worklist-{ctx.run_id}")
+def worklist(ctx: RunContext) -> dict[str, Any]:
+    return stages.worklist_stage(ctx)
 
 
 @flow(name="nightly_screening")
 def nightly_screening(
-    archive: str,
-    workdir: str,
+    archive: str | None = None,
+    workdir: str | None = None,
     model_dir: str | None = None,
     dxa_csv: str | None = None,
     config: str | None = None,
@@ -155,8 +159,16 @@ def nightly_screening(
     distributed: bool = False,
     shard_deployment: str | None = None,
     compile: bool | None = None,
+    settings: Settings | None = None,
 ) -> dict[str, Any]:
     """Sweep the archive, score what is new, explain the flagged, write the worklist.
+
+    ``settings``: the whole typed configuration (:class:`osteo_batch.settings.Settings`),
+    as the command line passes it; Prefect validates it, and ``Settings``
+    checks every value again. A deployment (``serve``, ``prefect deployment
+    run -p archive=...``) passes the named parameters instead, read with the
+    config file exactly as the command line reads its flags; the two ways do
+    not mix.
 
     ``distributed``: run each score shard as its own task on the flow's task
     runner (give the flow a ``RayTaskRunner``, see :func:`with_ray`);
@@ -168,16 +180,25 @@ def nightly_screening(
 
     library_logs()
     log = get_run_logger()
-    settings = pipeline.load_settings(config, workdir=workdir, archive=archive, model_dir=model_dir, dxa_csv=dxa_csv,
-                                      workers=workers, batch_size=batch_size, device=device, shards=shards,
-                                      compile=compile)
+    named = dict(archive=archive, workdir=workdir, model_dir=model_dir, dxa_csv=dxa_csv, config=config,
+                 workers=workers, batch_size=batch_size, device=device, shards=shards, compile=compile)
+    if settings is None:
+        if not workdir or not archive:
+            from osteo_batch.settings import SettingsError
+
+            raise SettingsError("the nightly flow needs archive and workdir (or settings)")
+        settings = load_settings(config, **{k: v for k, v in named.items() if k != "config"})
+    elif any(v is not None for v in named.values()):
+        from osteo_batch.settings import SettingsError
+
+        raise SettingsError("pass either settings or the named parameters (archive, workdir, ...), not both")
     if shard_deployment:
-        score_fn = lambda s, r: score_on_work_pool(s, r, shard_deployment)  # noqa: E731
+        score_fn = lambda ctx: score_on_work_pool(ctx, shard_deployment)  # noqa: E731
     else:
         score_fn = score_distributed if distributed else score
     tasks = {"dxa": load_dxa, "sweep": sweep, "score": score_fn, "explain": explain, "worklist": worklist}
-    summary = pipeline.run_nightly(
-        settings, run_id or pipeline.new_run_id(), stages=tasks,
+    summary = run_nightly(
+        settings, run_id or new_run_id(), stages=tasks,
         on_stage=lambda name, out: log.info("%s: %s", name, _counts(out)),
     )
     from osteo_batch.run.summary import summary_markdown

@@ -10,11 +10,13 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from osteo_batch import pipeline, study
+from osteo_batch import study
+from osteo_batch.run.nightly import index_archive
+from osteo_batch.settings import Settings, load_settings
 
 
 @task(name="train-model", task_run_name="train-{entry.name}")
-def train_model(settings: pipeline.Settings, entry: study.GridEntry, out: str, truth: str | None,
+def train_model(settings: Settings, entry: study.GridEntry, out: str, truth: str | None,
                 masks: str | None) -> dict[str, Any]:
     return study.train_entry(settings, entry, out=Path(out), truth_csv=Path(truth) if truth else None,
                              masks=Path(masks) if masks else None)
@@ -25,8 +27,8 @@ def model_study(archive: str, dxa_csv: str, out: str, grid: list[study.GridEntry
                 masks: str | None = None, workers: int = 2) -> str:
     """Index the archive and the DXA table once, train every model of the grid, write the report."""
     log = get_run_logger()
-    settings = pipeline.load_settings(None, workdir=out, archive=archive, dxa_csv=dxa_csv, workers=workers)
-    pipeline.index_archive(settings, load_dxa=True)
+    settings = load_settings(None, workdir=out, archive=archive, dxa_csv=dxa_csv, workers=workers)
+    index_archive(settings, load_dxa=True)
     rows = []
     for entry in grid:
         row = train_model(settings, entry, out, truth, masks)

@@ -67,6 +67,6 @@ def is_user_error(e: BaseException) -> bool:
         return True
     if isinstance(e, OsteoError):
         return False
-    from osteo_batch.outputs import os_error_message
+    from osteo_batch.disk import os_error_message
 
     return isinstance(e, (FileNotFoundError, NotADirectoryError, PermissionError)) or os_error_message(e) is not None

@@ -1,4 +1,4 @@
-"""Explanations: Grad-CAM heat maps for flagged images only.
+"""The explain stage: heat maps of flagged images only, written as PNGs and recorded in the store.
 
 Why only flagged images: a coordinator looks at a heat map to see that the
 model weighed bone (spine, ribs) and not a marker or the edge of the film;
@@ -6,24 +6,22 @@ nobody looks at heat maps of unflagged images, and Grad-CAM costs a backward
 pass. Overlays are PNG files named by a hash of (model ID, SOP Instance UID),
 never by anything a person could read.
 
-The map is HiResCAM from the grad-cam library (Grad-CAM with element-wise
-weights, see :func:`cam_maps`). For a ViT it is taken at the *first* block's input norm, before any
-attention has mixed the tokens (see ``models.backbones.CAM_LAYER_NOTE``: at the
-last block the demo model's maps weighed soft tissue and the lead marker, at
-the first they sit on bone); the prefix tokens (class and register tokens) are
-dropped and the patch tokens reshaped to the patch grid.
+The map itself (HiResCAM at the first block's input norm) is
+:func:`osteo_batch.models.gradcam.cam_maps`; this module turns it into files.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import os
 from dataclasses import dataclass
 
 import numpy as np
 
-from osteo_batch.models.model import LoadedModel, normalise
+from osteo_batch.models.gradcam import cam_maps
+from osteo_batch.models.model import LoadedModel
 from osteo_batch.scoring.tensors import DicomDataset, Item, make_loader
 
 
@@ -37,19 +35,6 @@ def heatmap_name(model_id: str, sop_instance_uid: str) -> str:
     return hashlib.sha256(f"{model_id}|{sop_instance_uid}".encode()).hexdigest()[:24] + ".png"
 
 
-def _vit_reshape(module):
-    from osteo_batch.models.backbones import cam_layer_and_grid
-
-    n_prefix = getattr(module, "num_prefix_tokens", 1)
-    gh, gw = cam_layer_and_grid(module)[1]
-
-    def reshape(t):
-        t = t[:, n_prefix:, :]
-        return t.reshape(t.size(0), gh, gw, t.size(2)).permute(0, 3, 1, 2)
-
-    return reshape
-
-
 def overlay(image: np.ndarray, cam: np.ndarray, *, scale: int = 1) -> np.ndarray:
     """RGB uint8 overlay of a [0,1] CAM on a [0,1] grey image (browsers scale it up)."""
     from pytorch_grad_cam.utils.image import show_cam_on_image
@@ -59,30 +44,6 @@ def overlay(image: np.ndarray, cam: np.ndarray, *, scale: int = 1) -> np.ndarray
     if scale > 1:
         out = np.kron(out, np.ones((scale, scale, 1), dtype=np.uint8))
     return out
-
-
-def cam_maps(module, config, x, *, device: str = "cpu", batch_size: int = 8) -> np.ndarray:
-    """Class activation maps (N, H, W) in [0, 1] for the osteoporosis class of images ``x`` (N, 1, H, W).
-
-    HiResCAM (grad-cam's element-wise gradient x activation), not Grad-CAM: at a layer whose tokens are still
-    local, Grad-CAM's channel weights averaged over the image blur the map, while HiResCAM's map is the
-    exact first-order share of each patch in the score (on the demo model: heat on bone 46% against 39%).
-    """
-    import torch
-    from pytorch_grad_cam import HiResCAM
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
-    target = config.labels.index(config.score_label)
-    out = []
-    from osteo_batch.models.backbones import cam_layer_and_grid
-
-    layer = cam_layer_and_grid(module)[0]
-    with HiResCAM(model=module, target_layers=[layer], reshape_transform=_vit_reshape(module)) as cam:
-        for i in range(0, len(x), batch_size):
-            xb = torch.as_tensor(x[i : i + batch_size]).to(device)
-            xin = normalise(xb, config).requires_grad_(True)
-            out.append(cam(input_tensor=xin, targets=[ClassifierOutputTarget(target)] * len(xb)))
-    return np.concatenate(out) if out else np.empty((0,) + tuple(x.shape[2:]))
 
 
 def explain(
@@ -99,23 +60,22 @@ def explain(
     """Write a heat map per item; returns what was written and (path, reason) failures."""
     from PIL import Image
 
-    from osteo_batch.outputs import private_dir
+    from osteo_batch.outputs import private_dir, write_private
 
     out = private_dir(out_dir)
     done: list[Explained] = []
     failed: list[tuple[str, str]] = []
     loader = make_loader(DicomDataset(items, model.config.img_size, roots=roots), batch_size=batch_size, workers=workers)
     for idx, x, fails in loader:
-        failed.extend((items[i].key, r) for i, r in fails)
+        failed.extend((items[i].path, r) for i, r in fails)
         if not len(idx):
             continue
         maps = cam_maps(model.module, model.config, x, device=device, batch_size=batch_size)
         for j, i in enumerate(idx.tolist()):
             name = heatmap_name(model.model_id, items[i].sop_instance_uid)
-            tmp = out / f".{name}.tmp"
-            Image.fromarray(overlay(x[j, 0].numpy(), maps[j])).save(tmp, format="PNG", optimize=True)
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, out / name)
+            png = io.BytesIO()
+            Image.fromarray(overlay(x[j, 0].numpy(), maps[j])).save(png, format="PNG", optimize=True)
+            write_private(out / name, png.getvalue())
             done.append(Explained(items[i].sop_instance_uid, name))
         if progress:
             progress(len(done) + len(failed), len(items))

@@ -125,3 +125,17 @@ def bars(enabled: bool | None = None) -> Iterator[None]:
         log.propagate = old_propagate
         if progress is not None:
             progress.stop()
+
+
+def timed(fn):
+    """Add a stage's wall time, in seconds, to the summary dict it returns (``"seconds"``)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*a, **kw):
+        t0 = time.monotonic()
+        out = fn(*a, **kw)
+        out["seconds"] = round(time.monotonic() - t0, 2)
+        return out
+
+    return wrapper

@@ -25,27 +25,42 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from osteo_batch.errors import InternalError, UserError
 from osteo_batch.resources import SQL_DIR
 
 
-class StoreError(RuntimeError):
-    """Base class for store problems; the message says the fix."""
+class StoreError(UserError, RuntimeError):
+    """Base class for store problems a user fixes; the message says the fix."""
+
+    code = "store_error"
 
 
 class StoreLockedError(StoreError):
-    pass
+    """Another process holds the store past the wait (a coordinator's query, a second run)."""
+
+    code = "store_locked"
 
 
 class StoreMissingError(StoreError):
-    pass
+    """A reader opened a work folder that has no store yet."""
+
+    code = "store_missing"
+
+
+class SqlMissingError(InternalError):
+    """A named SQL statement is not in the package: a broken install, not the user's input."""
+
+    code = "sql_missing"
 
 
 class StoreDiskError(StoreError):
     """The store's folder is full, over quota, read-only or refused; the message names it and the fix."""
 
+    code = "store_disk"
+
     def __init__(self, problem):
         super().__init__(problem.line())
-        self.problem = problem  # an osteo_batch.outputs.DiskProblem
+        self.problem = problem  # an osteo_batch.disk.DiskProblem
 
 
 @lru_cache(maxsize=None)
@@ -53,7 +68,7 @@ def sql(name: str) -> str:
     """Text of ``sql/<name>.sql``."""
     p = SQL_DIR / f"{name}.sql"
     if not p.is_file():
-        raise StoreError(f"no SQL named {name!r} in {SQL_DIR}")
+        raise SqlMissingError(f"no SQL named {name!r} in {SQL_DIR}; reinstall osteo-batch")
     return p.read_text()
 
 
@@ -139,7 +154,7 @@ class Store:
         try:
             yield
         except duckdb.Error as e:
-            from osteo_batch.outputs import errno_of_text, problem_for
+            from osteo_batch.disk import errno_of_text, problem_for
 
             n = errno_of_text(str(e))
             if n is None:
@@ -221,3 +236,15 @@ def _split(text: str) -> list[str]:
     if "".join(buf).strip():
         out.append("\n".join(buf))
     return out
+
+
+def open_store(settings: Any, *, read_only: bool = False) -> "Store":
+    """The work folder's store, for ``settings`` (an :class:`osteo_batch.settings.Settings`).
+
+    A writer makes the work folder (0700) first; a reader never creates anything.
+    """
+    from osteo_batch.outputs import private_dir
+
+    if not read_only:
+        private_dir(settings.workdir)
+    return Store(settings.store_path, read_only=read_only, wait_s=settings.store_wait_s)

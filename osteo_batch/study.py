@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from osteo_batch.errors import UserError
 from osteo_batch.models.train import STRATEGIES, TrainConfig, TrainingDataError
 
 #: Learning rates that worked on the synthetic cohort from random weights.
@@ -50,8 +51,10 @@ class GridEntry:
         return f"{self.backbone}-{self.strategy}-{self.init}"
 
 
-class GridError(ValueError):
-    pass
+class GridError(UserError, ValueError):
+    """A study grid file that cannot be used; the message names the entry and the fix."""
+
+    code = "bad_grid"
 
 
 def load_grid(path: str | Path) -> list[GridEntry]:
@@ -88,7 +91,7 @@ def train_entry(settings, entry: GridEntry, *, out: Path, truth_csv: Path | None
                 seed: int = 0) -> dict[str, Any]:
     """Train one grid model into ``out/models/<name>`` and return its report row."""
     from osteo_batch.models.train import train
-    from osteo_batch.pipeline import open_store
+    from osteo_batch.store import open_store
 
     cfg = TrainConfig(
         backbone=entry.backbone, weights=entry.weights, strategy=entry.strategy, epochs=entry.epochs,
@@ -98,7 +101,7 @@ def train_entry(settings, entry: GridEntry, *, out: Path, truth_csv: Path | None
     )
     t0 = time.monotonic()
     with open_store(settings, read_only=True) as st:
-        res = train(st, out / "models" / entry.name, cfg, truth_csv=truth_csv)
+        res = train(st, out / "models" / entry.name, cfg, truth_csv=truth_csv, roots=settings.archive_roots())
     c = res.card
     v, bone = c["validation"], c.get("bone") or {}
     return {
@@ -129,11 +132,9 @@ def train_entry(settings, entry: GridEntry, *, out: Path, truth_csv: Path | None
 
 def write_report(out: Path, rows: list[dict[str, Any]], *, grid: list[GridEntry], source: str) -> Path:
     """``out/report.json`` and ``out/report.html``: the paper's table, plus the baselines."""
-    import base64
-
     from osteo_batch.models import plots
     from osteo_batch.outputs import write_private
-    from osteo_batch.render import render
+    from osteo_batch.render import png_data_uri, render
 
     def mean(key):
         vals = [r[key] for r in rows if r.get(key) is not None]
@@ -157,7 +158,7 @@ def write_report(out: Path, rows: list[dict[str, Any]], *, grid: list[GridEntry]
     for r in rows:
         card = json.loads((out / "models" / r.get("name", f"{r['backbone']}-{r['strategy']}") / "card.json").read_text())
         curves[f"{r['strategy']} {r.get('init', '')} ({r['auc']:.3f})"] = card["validation"]["roc"]
-    roc = "data:image/png;base64," + base64.b64encode(plots.roc_png(curves)).decode() if curves else None
+    roc = png_data_uri(plots.roc_png(curves)) if curves else None
     write_private(out / "report.html", render("study.html.j2", report=report, roc=roc))
     return out / "report.json"
 

@@ -25,7 +25,7 @@ import hashlib
 import os
 import re
 
-__all__ = ["clean", "clean_cell", "REMOVED"]
+__all__ = ["clean", "clean_cell", "csv_cell", "path_hash", "REMOVED"]
 
 #: Code points :func:`clean` removes: C0 controls but ``\t`` and ``\n``, DEL,
 #: C1 controls (U+0080–U+009F) and the bidi embeddings/overrides/isolates.
@@ -66,6 +66,20 @@ def clean_cell(s: str) -> str:
     A CR vanishes (it is a C0 control), so ``\\r\\n`` becomes one space too.
     """
     return s.translate(_CELL) if _FIND_CELL.search(s) else s
+
+
+#: A spreadsheet runs a cell that starts with one of these as a formula (CSV injection).
+FORMULA_SIGNS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(v: str | None) -> str:
+    """A CSV text cell: :func:`clean_cell`, then a leading formula sign quoted with ``'`` so a spreadsheet
+    shows the text instead of running it. None is an empty cell.
+
+    Cleaning comes first, so a NUL or ESC cannot hide an ``=`` from the guard.
+    """
+    v = clean_cell(v or "")
+    return "'" + v if v[:1] in FORMULA_SIGNS else v
 
 
 def path_hash(path: str | os.PathLike) -> str:

@@ -2,7 +2,7 @@
 
 Why per patient, not per image: a coordinator phones a woman once. Each woman
 appears once, from her latest eligible scored study. The exclusion rules
-(:class:`Exclusions`) leave out women who need no call tonight: a recent DXA,
+(:class:`osteo_batch.followup.exclusions.Exclusions`) leave out women who need no call tonight: a recent DXA,
 known osteoporosis or treatment, or a referral already made, declined or
 unanswered within its window. Each exclusion is counted in the summary, as is
 everything else the run decided, so the page accounts for the whole archive
@@ -19,6 +19,8 @@ numbers, sites, view, modality) is cleaned where a row is built
 study, and an escape sequence, NUL, BEL or bidi override in them must not
 reach a terminal, a CSV reader or a browser (Jinja's autoescape covers
 ``< > &`` only). The raw Patient ID stays the identity the store records.
+Names are read with :class:`pydicom.valuerep.PersonName` (:func:`display_name`);
+CSV cells are guarded against formulas (:func:`osteo_batch.text.csv_cell`).
 """
 
 from __future__ import annotations
@@ -39,63 +41,13 @@ from osteo_batch.outputs import write_private
 from osteo_batch.reasons import DESCRIPTIONS
 from osteo_batch.render import data_uri_png, render
 from osteo_batch.archive.sweep import STATUSES, by_status
-from osteo_batch.text import clean_cell
+from osteo_batch.followup.exclusions import DEFAULT_DXA_DAYS, Exclusions, as_date, exclusion_for
+from osteo_batch.text import clean_cell, csv_cell
 
 UNKNOWN_SITE = "Unknown site"
 
-#: exclusion key -> what the summary says about it
-EXCLUSION_TEXT = {
-    "recent_dxa": "a DXA within the last {dxa_days} days ({dxa_days_near} if its lowest T-score was {near_lo} to {near_hi})",
-    "known_osteoporosis_or_treatment": "known osteoporosis or treatment (known-conditions list)",
-    "already_referred": "referred within the last {referred} days",
-    "already_declined": "declined within the last {declined} days",
-    "already_unreachable": "unreachable within the last {unreachable} days",
-    "dxa_done": "marked DXA done within the last {dxa_done} days",
-}
-
 CSV_COLUMNS = ("rank", "patient_id", "name", "age", "study_date", "accession", "site", "score", "band",
                "prior_dxa_date", "prior_dxa_t_min", "referral_status", "referral_date")
-
-
-@dataclass(frozen=True)
-class Exclusions:
-    """Who is left off tonight's list; every window is in days before the run date."""
-
-    dxa_days: int = 730  # a DXA in the last 2 years ...
-    dxa_days_near: int = 365  # ... or 1 year if its lowest T-score was near the osteoporosis line
-    near_t: tuple[float, float] = (-2.49, -2.0)
-    known_conditions: bool = True
-    referral_days: Mapping[str, int] = field(default_factory=lambda: {
-        "referred": 180, "declined": 365, "unreachable": 90, "dxa-done": 730})
-
-    def describe(self) -> dict[str, str]:
-        f = {"dxa_days": self.dxa_days, "dxa_days_near": self.dxa_days_near, "near_lo": f"{self.near_t[0]:.2f}",
-             "near_hi": f"{self.near_t[1]:.1f}", "referred": self.referral_days.get("referred"),
-             "declined": self.referral_days.get("declined"), "unreachable": self.referral_days.get("unreachable"),
-             "dxa_done": self.referral_days.get("dxa-done")}
-        return {k: v.format(**f) for k, v in EXCLUSION_TEXT.items()}
-
-
-def exclusion_for(c: Mapping[str, Any], rules: Exclusions, as_of: dt.date) -> str | None:
-    """The first exclusion that applies to candidate ``c`` on ``as_of``, or None (pure)."""
-    d = c.get("last_dxa_date")
-    if d is not None:
-        t = c.get("last_dxa_t_min")
-        near = t is not None and rules.near_t[0] <= t <= rules.near_t[1]
-        window = rules.dxa_days_near if near else rules.dxa_days
-        if 0 <= (as_of - d).days <= window:
-            return "recent_dxa"
-    if rules.known_conditions and c.get("known_condition"):
-        return "known_osteoporosis_or_treatment"
-    status, at = c.get("referral_status"), c.get("referral_at")
-    if status in rules.referral_days and at is not None:
-        if 0 <= (as_of - _date(at)).days <= rules.referral_days[status]:
-            return "dxa_done" if status == "dxa-done" else f"already_{status}"
-    return None
-
-
-def _date(x) -> dt.date:
-    return x.date() if isinstance(x, dt.datetime) else x
 
 
 def site_of(institution_name: str | None, sites: Mapping[str, str] | None = None) -> str:
@@ -132,22 +84,50 @@ class WorklistResult:
 
 
 def display_name(dicom_name: str | None) -> str:
-    """``Family^Given=漢字^名=한글^이름`` as ``Family, Given (漢字名, 한글이름)``.
+    """A DICOM PN value as a coordinator reads it, family name first.
 
-    The first (alphabetic) group is shown as family, given; the ideographic and
-    phonetic groups, when present, follow in brackets so a coordinator sees the
-    name as the patient writes it.
+    ``Family^Given^Middle^Prefix^Suffix=漢字^名=한글^이름`` is shown as
+    ``Family, Prefix Given Middle, Suffix (漢字名, 한글이름)``: the alphabetic
+    group first; the ideographic and phonetic groups, when present, follow in
+    brackets so she also sees the name as the patient writes it (each written
+    together, as CJK names are, prefix first and suffix last). A name with no
+    alphabetic group is shown by its other groups alone. Components are read by
+    :class:`pydicom.valuerep.PersonName`; control characters are removed first
+    (:func:`osteo_batch.text.clean_cell`).
     """
     if not dicom_name:
         return ""
-    groups = clean_cell(dicom_name).split("=")
-    parts = [p for p in groups[0].split("^") if p]
-    first = parts[0] if len(parts) == 1 else (f"{parts[0]}, {' '.join(parts[1:])}" if parts else "")
-    others = ["".join(p for p in g.split("^") if p) for g in groups[1:]]
-    others = [o for o in others if o]
+    pn = _person_name(clean_cell(dicom_name))
+    others = [o for o in (_written_together(g) for g in (pn.ideographic, pn.phonetic)) if o]
+    first = _family_first(pn)
     if not first:
         return ", ".join(others)
     return f"{first} ({', '.join(others)})" if others else first
+
+
+def _person_name(value: str):
+    """``value`` as a PersonName, without pydicom's length warnings: a long name is still a name to show."""
+    from pydicom import config
+    from pydicom.valuerep import PersonName
+
+    return PersonName(value, validation_mode=config.IGNORE)
+
+
+def _family_first(pn) -> str:
+    """``Family, Prefix Given Middle, Suffix``, leaving out what is empty."""
+    family = pn.family_name.strip()
+    given = " ".join(p for p in (pn.name_prefix.strip(), pn.given_name.strip(), pn.middle_name.strip()) if p)
+    name = f"{family}, {given}" if family and given else family or given
+    suffix = pn.name_suffix.strip()
+    return f"{name}, {suffix}" if name and suffix else name or suffix
+
+
+def _written_together(group: str) -> str:
+    """An ideographic or phonetic group's components with nothing between them: prefix, family, given, middle, suffix."""
+    if not group:
+        return ""
+    g = _person_name(group)
+    return "".join(p.strip() for p in (g.name_prefix, g.family_name, g.given_name, g.middle_name, g.name_suffix))
 
 
 def build_rows(candidates: list[dict], threshold: float, bands: dict[str, float], heatmap_dir: Path, *,
@@ -184,7 +164,7 @@ def build_rows(candidates: list[dict], threshold: float, bands: dict[str, float]
                 "last_dxa": c["last_dxa_date"].isoformat() if c.get("last_dxa_date") else None,
                 "last_dxa_t": c.get("last_dxa_t_min"),
                 "status": c.get("referral_status") or "new",
-                "status_date": _date(c["referral_at"]).isoformat() if c.get("referral_at") else "",
+                "status_date": as_date(c["referral_at"]).isoformat() if c.get("referral_at") else "",
                 "status_by": _text(c.get("referral_by")) or "",
             }
         )
@@ -204,20 +184,11 @@ def to_csv(rows: list[dict]) -> str:
     w = csv.writer(buf, lineterminator="\r\n")
     w.writerow(CSV_COLUMNS)
     for r in rows:
-        w.writerow([r["rank"], _cell(r["patient_id"]), _cell(r["name"]), "" if r["age"] is None else r["age"],
-                    r["study_date"], _cell(r["accession"]), _cell(r["site"]), r["score_shown"], r["band"],
+        w.writerow([r["rank"], csv_cell(r["patient_id"]), csv_cell(r["name"]), "" if r["age"] is None else r["age"],
+                    r["study_date"], csv_cell(r["accession"]), csv_cell(r["site"]), r["score_shown"], r["band"],
                     r["last_dxa"] or "", "" if r["last_dxa_t"] is None else f"{r['last_dxa_t']:.1f}",
                     r["status"], r["status_date"]])
     return buf.getvalue()
-
-
-def _cell(v: str | None) -> str:
-    """A CSV text cell: control characters removed, one line, and a leading formula sign quoted.
-
-    Cleaning comes first, so a NUL or ESC cannot hide an ``=`` from the guard.
-    """
-    v = clean_cell(v or "")
-    return "'" + v if v[:1] in ("=", "+", "-", "@", "\t", "\r") else v
 
 
 def write_worklist(
@@ -228,7 +199,7 @@ def write_worklist(
     model_id: str,
     threshold: float,
     bands: dict[str, float],
-    dxa_lookback_days: int = 730,
+    dxa_lookback_days: int = DEFAULT_DXA_DAYS,
     model_card: dict | None = None,
     name_suffix: str = "",
     record: bool = True,

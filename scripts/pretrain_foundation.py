@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     from osteo_batch.synth import cohort as synth
     from osteo_batch.models.backbones import get_backbone
     from osteo_batch.models.pretrain import PretrainConfig, pretrain, write_foundation
-    from osteo_batch.models.train import decode_cached
+    from osteo_batch.models.predict import decode_cached
     from osteo_batch.scoring.tensors import Item
 
     spec_bb = get_backbone("dinov2_tiny_demo")

@@ -52,8 +52,8 @@ def tiny_model(cohort_dir, tmp_path_factory):
 
     work = tmp_path_factory.mktemp("train-work")
     s = pipeline.load_settings(None, workdir=work, archive=cohort_dir.archive, dxa_csv=cohort_dir.dxa_csv)
-    pipeline.load_dxa_stage(s, "train")
-    pipeline.sweep_stage(s, "train")
+    pipeline.load_dxa_stage(pipeline.RunContext.for_index(s, "train"))
+    pipeline.sweep_stage(pipeline.RunContext.for_index(s, "train"))
     out = work / "models" / "tiny"
     with pipeline.open_store(s) as st:
         res = train(st, out, TrainConfig(epochs=2, workers=0, seed=0, masks=str(cohort_dir.masks)),

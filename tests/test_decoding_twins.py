@@ -87,7 +87,7 @@ def test_other_syntaxes_are_readable(name):
 
 
 def test_colour_jpeg_is_refused_with_a_reason_not_an_exception():
-    from osteo_batch.dicom.pixels import PixelError
+    from osteo_batch.dicom.rejections import PixelError
 
     with pytest.raises(PixelError) as e:
         load_image(_file("SC_rgb_jpeg_dcmtk.dcm"), 32)

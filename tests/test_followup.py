@@ -14,7 +14,7 @@ import pytest
 
 from osteo_batch import pipeline
 from osteo_batch.store import Store
-from osteo_batch.worklist import Exclusions, exclusion_for
+from osteo_batch.followup.exclusions import Exclusions, exclusion_for
 
 from test_cli import cli, one_line_error
 
@@ -189,7 +189,7 @@ def test_referrals_are_append_only_and_the_next_list_reflects_them(run, tmp_path
     rows = _q(s, "SELECT status, note, by_user FROM referrals WHERE patient_id = ? ORDER BY acted_at, recorded_at",
               [pid])
     assert rows == [("contacted", "left a message", "coordinator-a"), ("referred", "DXA booked for 2 Dec", "coordinator-a")]
-    out = pipeline.worklist_stage(s, "night2")
+    out = pipeline.worklist_stage(pipeline.RunContext.for_model(s, "night2"))
     assert out["excluded"].get("already_referred", 0) >= 1
     listed = {r[0] for r in _q(s, "SELECT patient_id FROM worklist_entries WHERE run_id = 'night2'")}
     assert pid not in listed, "referred within 180 days: off tonight's list"
@@ -217,12 +217,12 @@ def test_referrals_made_while_a_run_holds_the_store_are_queued_not_lost(run):
     assert not any(pid in f.name for f in queue for pid in pids), "queue file names carry no patient ID"
     assert _q(s, "SELECT count(*) FROM referrals WHERE status = 'unreachable'")[0][0] == 0
 
-    out = pipeline.worklist_stage(s, "night3")  # the next night records them first, then lists
+    out = pipeline.worklist_stage(pipeline.RunContext.for_model(s, "night3"))  # the next night records them first, then lists
     assert out["referrals_from_queue"] == 3 and not list((s.workdir / "referral-queue").glob("*.json"))
     got = _q(s, "SELECT patient_id, note FROM referrals WHERE status = 'unreachable' ORDER BY patient_id")
     assert got == sorted((pid, "no answer") for pid in pids)
     assert out["excluded"].get("already_unreachable", 0) >= 3
-    assert pipeline.worklist_stage(s, "night4")["referrals_from_queue"] == 0, "recorded once"
+    assert pipeline.worklist_stage(pipeline.RunContext.for_model(s, "night4"))["referrals_from_queue"] == 0, "recorded once"
 
 
 def test_refer_waits_for_a_store_that_frees_up_and_says_it_recorded(run):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from osteo_batch.foundations import PHANTOM
-from osteo_batch.models.pretrain import sha256_file
+from osteo_batch.models.digest import sha256_file
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,8 +35,8 @@ def test_its_cohort_seed_is_drawn_by_no_other_cohort():
     from pretrain_foundation import PRETRAIN_SEED
 
     from osteo_batch import study
-    from osteo_batch.synth.cohort import demo
-    from osteo_batch.synth import cohort as synth
+    from osteo_batch.synth import demo
+    from osteo_batch.synth import plan as synth
     from dicom_factory import small_spec
 
     m = json.loads((PHANTOM / "manifest.json").read_text())
@@ -100,8 +100,9 @@ def test_a_model_from_it_is_marked_phantoms_only(tmp_path, cohort_dir):
 def test_pretraining_runs_and_writes_a_loadable_folder(tmp_path):
     """A few SimMIM steps on random-texture images: the loss falls and the folder loads through --weights."""
     from osteo_batch.models.backbones import load_backbone_weights
+    from osteo_batch.models.foundation import read_manifest
     from osteo_batch.models.model import ModelConfig, build_module
-    from osteo_batch.models.pretrain import PretrainConfig, pretrain, read_manifest, write_foundation
+    from osteo_batch.models.pretrain import PretrainConfig, pretrain, write_foundation
 
     rng = np.random.default_rng(0)
     base = rng.uniform(0.2, 0.8, (1, 1, 168, 168)).astype(np.float32)
@@ -118,7 +119,7 @@ def test_pretraining_runs_and_writes_a_loadable_folder(tmp_path):
 
 @pytest.mark.parametrize("text", ["{not json", "[1, 2]", '"a string"'])
 def test_an_unreadable_manifest_is_a_foundation_error(tmp_path, text):
-    from osteo_batch.models.pretrain import FoundationError, read_manifest
+    from osteo_batch.models.foundation import FoundationError, read_manifest
 
     bad = tmp_path / "foundation"
     shutil.copytree(PHANTOM, bad)

@@ -106,8 +106,8 @@ def test_other_families_train_merge_and_explain(backbone, tmp_path, cohort_dir):
     from safetensors.torch import save_file
 
     from osteo_batch import pipeline
-    from osteo_batch.explain import cam_maps
     from osteo_batch.models.backbones import get_backbone
+    from osteo_batch.models.gradcam import cam_maps
     from osteo_batch.models.train import TrainConfig, train
 
     spec = get_backbone(backbone)
@@ -131,8 +131,8 @@ def test_other_families_train_merge_and_explain(backbone, tmp_path, cohort_dir):
 
     work = tmp_path / "work"
     s = pipeline.load_settings(None, workdir=work, archive=cohort_dir.archive, dxa_csv=cohort_dir.dxa_csv)
-    pipeline.load_dxa_stage(s, "t")
-    pipeline.sweep_stage(s, "t")
+    pipeline.load_dxa_stage(pipeline.RunContext.for_index(s, "t"))
+    pipeline.sweep_stage(pipeline.RunContext.for_index(s, "t"))
     with pipeline.open_store(s) as st:
         res = train(st, work / "m", TrainConfig(backbone=backbone, weights=str(weights), epochs=1, workers=0))
     assert res.card["merge_max_abs_diff"] < 1e-4
@@ -150,7 +150,7 @@ def test_register_tokens_are_dropped_before_the_heat_map():
     """DINOv2 with 4 register tokens: 5 prefix tokens come off before tokens fold into the patch grid."""
     import timm
 
-    from osteo_batch.explain import cam_maps
+    from osteo_batch.models.gradcam import cam_maps
     from osteo_batch.models.model import ModelConfig
 
     m = timm.create_model("vit_small_patch14_reg4_dinov2", pretrained=False, img_size=56, embed_dim=48, depth=2,

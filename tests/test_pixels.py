@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 from pydicom.uid import JPEG2000Lossless, RLELossless
 
-from osteo_batch.dicom.pixels import (DisplayOptions, PixelError, decode, load_image, pad_square, read_dataset,
-                                      to_display)
+from osteo_batch.dicom.decode import decode
+from osteo_batch.dicom.display import DisplayOptions, to_display
+from osteo_batch.dicom.pixels import load_image, pad_square, read_dataset
+from osteo_batch.dicom.rejections import PixelError
 
 from dicom_factory import dataset, ramp, write
 

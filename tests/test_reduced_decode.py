@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from osteo_batch.dicom.pixels import (DisplayOptions, PixelError, decode, decode_reduced, load_image, read_dataset,
-                                      reduction_levels)
+from osteo_batch.dicom.decode import decode, decode_reduced, reduction_levels
+from osteo_batch.dicom.display import DisplayOptions
+from osteo_batch.dicom.pixels import load_image, read_dataset
+from osteo_batch.dicom.rejections import PixelError
 
 
 @pytest.fixture(scope="module")

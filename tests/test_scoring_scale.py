@@ -24,8 +24,8 @@ def _settings(work: Path, cohort_dir, tiny_model, **kw):
 
 def _swept(work: Path, cohort_dir, tiny_model, **kw):
     s = _settings(work, cohort_dir, tiny_model, **kw)
-    pipeline.load_dxa_stage(s, "setup")
-    pipeline.sweep_stage(s, "setup")
+    pipeline.load_dxa_stage(pipeline.RunContext.for_index(s, "setup"))
+    pipeline.sweep_stage(pipeline.RunContext.for_index(s, "setup"))
     return s
 
 
@@ -69,8 +69,8 @@ def test_two_shard_processes_score_like_one_process(tmp_path, cohort_dir, tiny_m
     """--shards 2 on this machine: one process per shard (per GPU on a GPU machine), same scores."""
     one = _swept(tmp_path / "one", cohort_dir, tiny_model, workers=1)
     two = _swept(tmp_path / "two", cohort_dir, tiny_model, workers=1, shards=2)
-    a = pipeline.score_stage(one, "one")
-    b = pipeline.score_stage(two, "two")
+    a = pipeline.score_stage(pipeline.RunContext.for_model(one, "one"))
+    b = pipeline.score_stage(pipeline.RunContext.for_model(two, "two"))
     assert b["n_shards"] == 2 and len(b["shards"]) == 2 and all(x["scored"] for x in b["shards"])
     assert sum(x["scored"] for x in b["shards"]) == b["scored"] == a["scored"] > 0
     sa, sb = _scores(tmp_path / "one"), _scores(tmp_path / "two")

@@ -190,9 +190,9 @@ def test_untrusted_study_dates_are_counted_in_the_run_summary(night, capsys):
     assert '<span id="study-dates">3 left out' in html
     assert 'href="run-night-sd-study-dates.csv"' in html
 
-    from osteo_batch.cli import _print_run
+    from osteo_batch.cli.run import print_run
 
-    _print_run(summary)
+    print_run(summary)
     out = capsys.readouterr().out
     assert "       3  ineligible:study_date" in out
     assert "untrusted study dates: 3 left out (1 after_run_date, 1 before_1900, 1 unparseable)" in out

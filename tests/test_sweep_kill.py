@@ -46,7 +46,7 @@ def test_sigkill_midway_then_rerun_leaves_no_duplicates_and_no_gaps(tmp_path):
     assert 600 <= partial < len(files), "committed batches survive the kill"
 
     s = pipeline.load_settings(None, workdir=store.parent, archive=archive, workers=1)
-    out = pipeline.sweep_stage(s, "rerun")
+    out = pipeline.sweep_stage(pipeline.RunContext.for_index(s, "rerun"))
     assert out["headers_read"] == len(files) - partial, "only the unread files are read again"
     with Store(store, read_only=True) as st:
         n, distinct = st.con.execute("SELECT count(*), count(DISTINCT path) FROM instances").fetchall()[0]

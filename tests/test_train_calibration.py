@@ -21,8 +21,8 @@ def calibrated(tmp_path_factory):
     c = write_cohort(root / "cohort", small_spec(n_women=160, n_followups=0, min_side=200, max_side=240, seed=4321),
                      workers=2)
     s = pipeline.load_settings(None, workdir=root / "w", archive=c.archive, dxa_csv=c.dxa_csv)
-    pipeline.load_dxa_stage(s, "t")
-    pipeline.sweep_stage(s, "t")
+    pipeline.load_dxa_stage(pipeline.RunContext.for_index(s, "t"))
+    pipeline.sweep_stage(pipeline.RunContext.for_index(s, "t"))
     cfg = TrainConfig(weights=str(PHANTOM), epochs=1, workers=0, calibration="platt", val_fraction=0.6,
                       masks=str(c.masks), marker_masks=str(c.marker_masks))
     with pipeline.open_store(s, read_only=True) as st:

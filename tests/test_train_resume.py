@@ -17,8 +17,8 @@ SCRIPT = textwrap.dedent(
 
     archive, dxa, work, out, kill_after = sys.argv[1:6]
     s = pipeline.load_settings(None, workdir=work, archive=archive, dxa_csv=dxa, workers=0)
-    pipeline.load_dxa_stage(s, "t")
-    pipeline.sweep_stage(s, "t")
+    pipeline.load_dxa_stage(pipeline.RunContext.for_index(s, "t"))
+    pipeline.sweep_stage(pipeline.RunContext.for_index(s, "t"))
 
     def progress(epoch, total, loss):
         print(epoch, flush=True)

@@ -37,11 +37,19 @@ def test_shards_on_a_work_pool_equal_a_single_process_run(tmp_path, cohort_dir, 
 
     assert main(["deploy-shards", "--pool", "osteo-test-gpu"]) == 0
 
+    async def deployment():
+        async with get_client() as client:
+            return await client.read_deployment_by_name("score_shard/gpu")
+
+    dep = asyncio.run(deployment())
+    # the installed package, not a file in a checkout: a wheel-installed worker machine can run it
+    assert dep.entrypoint == "osteo_batch.flows.shard.score_shard_flow" and not dep.pull_steps, dep
+
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_WORKER_QUERY_SECONDS": "1",
            "PREFECT_WORKER_PREFETCH_SECONDS": "1"}
     worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "osteo-test-gpu",
                                "--limit", "2"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              text=True, start_new_session=True)
+                              text=True, start_new_session=True, cwd=tmp_path)  # not the checkout
     try:
         state = nightly_screening(archive=str(cohort_dir.archive), workdir=str(tmp_path / "pool"),
                                   model_dir=str(tiny_model.model_dir), dxa_csv=str(cohort_dir.dxa_csv), workers=1,

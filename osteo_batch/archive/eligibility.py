@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from osteo_batch.errors import UserError
 from osteo_batch.reasons import Reason
 
 DEFAULT_RULES = Path(__file__).resolve().parents[1] / "defaults" / "eligibility.toml"  # osteo_batch/defaults, package data
@@ -57,8 +58,10 @@ def study_date_params(run_date: dt.date) -> dict[str, dt.date]:
     return {"run_date": run_date, "earliest": EARLIEST_STUDY_DATE}
 
 
-class RuleError(ValueError):
+class RuleError(UserError, ValueError):
     """A rule file that cannot be used; the message names the rule and the fix."""
+
+    code = "bad_rule"
 
 
 @dataclass(frozen=True)

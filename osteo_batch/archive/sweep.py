@@ -27,8 +27,10 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 from osteo_batch.archive.walk import walk
+from osteo_batch.errors import UserError
 from osteo_batch.dicom.headers import HeaderResult, read_header
 from osteo_batch.archive.eligibility import STUDY_DATE_REASON, Rules, load_rules, study_date_params
+from osteo_batch.reasons import Reason
 from osteo_batch.store import Store
 
 #: Below this many files, a process pool costs more than it saves.
@@ -44,8 +46,10 @@ INSTANCE_COLUMNS = (
 )
 
 
-class ArchiveEmptyError(RuntimeError):
+class ArchiveEmptyError(UserError, RuntimeError):
     """The archive lists nothing while the index is full: refuse to wipe the index."""
+
+    code = "archive_empty"
 
 
 @dataclass
@@ -62,13 +66,30 @@ class SweepResult:
         return sum(self.counts.values()) == self.files
 
 
-def _read_many(paths: list[str], roots: tuple[str, ...] | None = None) -> list[HeaderResult]:
+#: Seconds one header may take to open and read. A header reads in about a millisecond; the limit is
+#: for a file that blocks (a hung network mount), which would otherwise hold its worker all night.
+HEADER_TIMEOUT_S = 60.0
+
+
+def _read_one(path: str, roots: tuple[str, ...] | None, limit_s: float | None) -> HeaderResult:
+    """One header, within ``limit_s`` (``read_timeout`` past it); the worker goes on with the next."""
+    from osteo_batch.timeouts import ItemTimeout, time_limit
+
+    try:
+        with time_limit(limit_s):
+            return read_header(path, roots=roots)
+    except ItemTimeout:
+        return HeaderResult(path=path, reason=Reason.READ_TIMEOUT.value, detail=f"no header within {limit_s:g} s")
+
+
+def _read_many(paths: list[str], roots: tuple[str, ...] | None = None,
+               limit_s: float | None = HEADER_TIMEOUT_S) -> list[HeaderResult]:
     # the header reader refuses paths that resolve outside ``roots`` (a link swapped in after the walk)
-    return [read_header(p, roots=roots) for p in paths]
+    return [_read_one(p, roots, limit_s) for p in paths]
 
 
 def iter_headers(paths: list[str], *, workers: int | None = None, batch: int = BATCH,
-                 roots: tuple[str, ...] | None = None):
+                 roots: tuple[str, ...] | None = None, header_timeout_s: float | None = HEADER_TIMEOUT_S):
     """Yield header results in batches of about ``batch``, in order.
 
     Parallel processes read when there are many files; each batch is handed
@@ -78,7 +99,7 @@ def iter_headers(paths: list[str], *, workers: int | None = None, batch: int = B
     workers = workers or min(8, os.cpu_count() or 1)
     if len(paths) < _PARALLEL_MIN or workers <= 1:
         for i in range(0, len(paths), batch):
-            yield _read_many(paths[i : i + batch], roots)
+            yield _read_many(paths[i : i + batch], roots, header_timeout_s)
         return
     from osteo_batch.workers import context, watch_parent
 
@@ -87,7 +108,7 @@ def iter_headers(paths: list[str], *, workers: int | None = None, batch: int = B
     out: list[HeaderResult] = []
     with ProcessPoolExecutor(max_workers=workers, mp_context=context(), initializer=watch_parent,
                              initargs=(os.getpid(),)) as pool:
-        for part in pool.map(functools.partial(_read_many, roots=roots), chunks):
+        for part in pool.map(functools.partial(_read_many, roots=roots, limit_s=header_timeout_s), chunks):
             out.extend(part)
             if len(out) >= batch:
                 yield out
@@ -186,6 +207,7 @@ def sweep(
     batch: int = BATCH,
     run_date: dt.date | None = None,
     allowed_roots: "tuple[str, ...] | list[str]" = (),
+    header_timeout_s: float | None = HEADER_TIMEOUT_S,
 ) -> SweepResult:
     """Index ``archive`` into ``store``; statuses reflect scores from ``model_id``.
 
@@ -217,7 +239,8 @@ def sweep(
             with store.transaction():
                 store.run("instances_upsert", new_rows=_rows_table(refused[i : i + batch], sizes, run_id))
     n_read = 0
-    for part in iter_headers(changed, workers=workers, batch=batch, roots=listing.roots):
+    for part in iter_headers(changed, workers=workers, batch=batch, roots=listing.roots,
+                             header_timeout_s=header_timeout_s):
         with store.transaction():  # all of a batch or none of it
             store.run("instances_upsert", new_rows=_rows_table(part, sizes, run_id))
         n_read += len(part)

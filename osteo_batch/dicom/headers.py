@@ -1,7 +1,7 @@
 """Read one file's DICOM header and decide whether it is a scoreable image.
 
 Why headers only: a sweep over millions of files must not decode pixels. The
-file is opened by :func:`osteo_batch.dicom.inflate.open_dataset` with
+file is opened by :func:`osteo_batch.dicom.dataset.open_dataset` with
 ``defer_size`` so Pixel Data is located (offset and length) but not loaded,
 which is enough to tell an image from a report, a complete file from a partial
 transfer (the element structure is walked to its end), a deflate bomb from an
@@ -24,7 +24,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from osteo_batch.dicom.inflate import IDENTIFYING, MAX_PIXEL_BYTES, pixel_bytes
+from osteo_batch.dicom.dataset import IDENTIFYING, open_dataset
+from osteo_batch.dicom.limits import pixel_bytes, size_guard
+from osteo_batch.dicom.quiet import pydicom_warnings, reading
+from osteo_batch.dicom.rejections import DatasetError
+from osteo_batch.dicom.truncation import PIXEL_TAGS
 from osteo_batch.reasons import Reason
 
 #: Keywords kept in ``instances.header`` so selection rules can be re-evaluated
@@ -36,9 +40,6 @@ HEADER_KEYWORDS = (
     "InstitutionName", "PhotometricInterpretation", "Rows", "Columns", "BitsStored",
     "BitsAllocated", "SamplesPerPixel", "NumberOfFrames", "PixelRepresentation", "ImageLaterality",
 )
-
-#: Refuse images whose sides exceed this (and, see ``inflate.MAX_PIXEL_BYTES``, larger pixel data).
-MAX_SIDE = 16384
 
 
 @dataclass
@@ -113,14 +114,11 @@ def read_header(path: str | os.PathLike, roots: tuple[str, ...] | None = None) -
 
     ``roots`` (``osteo_batch.archive.walk.real_roots``): a path that resolves
     outside them is refused (``outside_archive``) without being opened.
-    The file is opened by :func:`osteo_batch.dicom.inflate.open_dataset`
+    The file is opened by :func:`osteo_batch.dicom.dataset.open_dataset`
     (complete, bounded, a regular file), inside :func:`quiet.reading`: what
     pydicom finds wrong is counted into ``fields["header_issues"]`` with the
     values that break their VR's rules, never shown.
     """
-    from osteo_batch.dicom.inflate import DatasetError, open_dataset
-    from osteo_batch.dicom.quiet import pydicom_warnings, reading
-
     res = HeaderResult(path=os.fspath(path))
     with reading() as caught:
         try:
@@ -135,8 +133,6 @@ def read_header(path: str | os.PathLike, roots: tuple[str, ...] | None = None) -
 
 def _judge(ds, res: HeaderResult, structural: int, caught: list) -> None:
     """Fill ``res`` from the opened data set ``ds``, or set its reason."""
-    from osteo_batch.dicom.quiet import pydicom_warnings
-
     # a DICOMDIR, report or other non-image object is DICOM, just not an image:
     # say so, whatever its top-level tags hold
     meta = getattr(ds, "file_meta", None)
@@ -216,7 +212,6 @@ _CONTROL_SHORT = re.compile(rb"[\x00-\x1a\x1c-\x1f\x7f]")
 _TEXT = {"LT", "ST", "UT"}
 #: VRs whose longest valid value is far under the defer size: a deferred one has a damaged length.
 _SHORT = {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "PN", "SH", "TM", "UI"}
-_PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
 
 
 def _bad_bytes(vr: str, raw: bytes) -> int:
@@ -253,7 +248,7 @@ def count_header_issues(ds, *, _depth: int = 0) -> int:
     n = 0
     for tag in list(ds.keys()):
         t = int(tag)
-        if t in _PIXEL_TAGS:
+        if t in PIXEL_TAGS:
             continue
         elem = ds.get_item(tag, keep_deferred=True)
         vr = elem.VR
@@ -289,17 +284,6 @@ def _int(ds, keyword: str) -> int | None:
         return int(v) if v not in (None, "") else None
     except (TypeError, ValueError):
         return None
-
-
-def size_guard(rows: int, cols: int, spp: int, frames: int, bits: int) -> str | None:
-    """Why an image is beyond the size guard (``image_too_large``), or None.
-
-    The sweep applies it to the header, and the pixel pipeline again to the
-    header it decodes from (the file may have changed in between).
-    """
-    if rows > MAX_SIDE or cols > MAX_SIDE or rows * cols * spp * frames * bits // 8 > MAX_PIXEL_BYTES:
-        return f"{rows}x{cols}x{frames} frames"
-    return None
 
 
 def _check_pixel_geometry(ds, px) -> tuple[str, str] | None:

@@ -14,19 +14,59 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from osteo_batch.errors import UserError
 from osteo_batch.store import Store
+from osteo_batch.text import path_hash
 
 COLUMNS = ("patient_id", "exam_date", "t_lumbar_spine", "t_femoral_neck", "t_total_hip")
 T_SITES = COLUMNS[2:]
+#: A T-score outside this range is a typing error, not a measurement.
+T_RANGE = (-8.0, 8.0)
 
 
-class DxaFileError(ValueError):
-    """The file as a whole cannot be used (missing, wrong columns)."""
+class DxaFileError(UserError, ValueError):
+    """The file as a whole cannot be used (missing, wrong columns, not UTF-8, not CSV).
+
+    Each raise names its own ``code`` (``table_not_found``, ``table_columns_missing``,
+    ``table_not_utf8``, ``table_not_csv``); the message names the table and the fix.
+    """
+
+    code = "table_unusable"
+
+
+class DxaRowError(UserError, ValueError):
+    """One row cannot be loaded: it is recorded in ``dxa_rejected`` under its class's ``code``, and loading goes on.
+
+    Why a class per problem: the stored reason comes from the type, never from
+    the wording of a message (a T-score typed as ``date`` once read as a bad date).
+    The codes are stored, so they never change. Messages hold no cell content.
+    """
+
+    code = "bad_value"
+
+
+class MissingPatientId(DxaRowError):
+    code = "missing_patient_id"
+
+
+class BadExamDate(DxaRowError):
+    code = "bad_date"
+
+
+class BadTScore(DxaRowError):
+    code = "bad_value"
+
+
+class NoTScore(DxaRowError):
+    code = "no_t_score"
+
+
+#: Every reason a row can be rejected for, as stored in ``dxa_rejected.reason``.
+ROW_REJECTIONS = tuple(dict.fromkeys(c.code for c in (MissingPatientId, BadExamDate, BadTScore, NoTScore)))
 
 
 @dataclass
@@ -37,18 +77,40 @@ class DxaParse:
 
 
 def _t(value: str, site: str) -> float | None:
+    """A T-score cell: empty is None; anything but a number in :data:`T_RANGE` is a :class:`BadTScore`."""
     v = value.strip()
     if not v:
         return None
-    x = float(v)  # ValueError handled by caller
-    if not -8.0 <= x <= 8.0:
-        raise ValueError(f"{site} {x} outside -8..8")
+    try:
+        x = float(v)
+    except ValueError:
+        raise BadTScore(f"{site} is not a number") from None
+    if not T_RANGE[0] <= x <= T_RANGE[1]:  # NaN fails too
+        raise BadTScore(f"{site} outside {T_RANGE[0]:g}..{T_RANGE[1]:g}")
     return x
+
+
+def parse_dxa_row(row: dict) -> dict:
+    """One DXA row as loaded (patient ID, exam date, the three T-scores), or the :class:`DxaRowError` it breaks.
+
+    Checked in this order: patient ID, exam date, each T-score, at least one T-score.
+    """
+    pid = (row.get("patient_id") or "").strip()
+    if not pid:
+        raise MissingPatientId("empty patient_id")
+    try:
+        date = dt.date.fromisoformat((row.get("exam_date") or "").strip())
+    except ValueError:
+        raise BadExamDate("exam_date is not a YYYY-MM-DD date") from None
+    ts = {s: _t(row.get(s) or "", s) for s in T_SITES}
+    if all(v is None for v in ts.values()):
+        raise NoTScore("no T-score at any site")
+    return {"patient_id": pid, "exam_date": date, **ts}
 
 
 def source_id(prefix: str, path: Path) -> str:
     """A name for a loaded file that carries no part of its path: ``prefix-<hash>``."""
-    return f"{prefix}-" + hashlib.sha256(os.fsencode(path.resolve())).hexdigest()[:12]
+    return f"{prefix}-" + path_hash(path.resolve())
 
 
 def csv_rows(path: Path, *, label: str, required: tuple[str, ...], expected: tuple[str, ...]):
@@ -59,7 +121,8 @@ def csv_rows(path: Path, *, label: str, required: tuple[str, ...], expected: tup
     ``label`` ("DXA table") and the fix; problems with one row are the caller's.
     """
     if not path.is_file():
-        raise DxaFileError(f"{label} {path} not found")
+        raise DxaFileError(f"{label} {path} not found", code="table_not_found",
+                           fix="give the path of an existing CSV file")
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
@@ -67,14 +130,16 @@ def csv_rows(path: Path, *, label: str, required: tuple[str, ...], expected: tup
             missing = [c for c in required if c not in header]
             if missing:
                 raise DxaFileError(f"{label} {path.name}: missing column(s) {', '.join(missing)}; "
-                                   f"expected header: {','.join(expected)}")
+                                   f"expected header: {','.join(expected)}", code="table_columns_missing")
             reader.fieldnames = header
             for row in reader:
                 yield reader.line_num, row
     except UnicodeDecodeError:
-        raise DxaFileError(f"{label} {path.name}: not UTF-8 text; save it as UTF-8 CSV") from None
+        raise DxaFileError(f"{label} {path.name}: not UTF-8 text; save it as UTF-8 CSV",
+                           code="table_not_utf8") from None
     except csv.Error as e:
-        raise DxaFileError(f"{label} {path.name}: not a readable CSV ({e})") from None
+        raise DxaFileError(f"{label} {path.name}: not a readable CSV ({e})", code="table_not_csv",
+                           fix="save it as comma-separated values with one header line") from None
 
 
 def record_rejected(store: Store, source: str, rejected: list[tuple[int, str]]) -> None:
@@ -96,22 +161,9 @@ def parse_dxa_csv(path: str | os.PathLike) -> DxaParse:
     out = DxaParse(source=source_id("dxa", p) if p.is_file() else "")
     for line, row in csv_rows(p, label="DXA table", required=COLUMNS, expected=COLUMNS):
         try:
-            pid = (row.get("patient_id") or "").strip()
-            if not pid:
-                raise ValueError("empty patient_id")
-            date = dt.date.fromisoformat((row.get("exam_date") or "").strip())
-            ts = {s: _t(row.get(s) or "", s) for s in T_SITES}
-        except ValueError as e:
-            msg = str(e)
-            reason = "bad_date" if "isoformat" in msg or "date" in msg else "bad_value"
-            if "patient_id" in msg:
-                reason = "missing_patient_id"
-            out.rejected.append((line, reason))
-            continue
-        if all(v is None for v in ts.values()):
-            out.rejected.append((line, "no_t_score"))
-            continue
-        out.rows.append({"patient_id": pid, "exam_date": date, **ts})
+            out.rows.append(parse_dxa_row(row))
+        except DxaRowError as e:
+            out.rejected.append((line, e.code))
     return out
 
 

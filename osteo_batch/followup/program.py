@@ -9,18 +9,13 @@ before it shows in the yield. Counts and shares only, no patient.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import os
 from pathlib import Path
 
 from osteo_batch.followup import outcomes as oc
 from osteo_batch.models import plots
-from osteo_batch.render import render
-
-
-def _uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+from osteo_batch.render import png_data_uri, render
 
 
 def _month_range(first: str, last: str) -> list[str]:
@@ -51,20 +46,21 @@ def write_program_report(store, workdir: str | os.PathLike, *, month: str | None
     drift = [d for d in store.rows("score_distribution") if not runs or d["model_id"] == runs[-1]["model_id"]]
     figures = {}
     if months:
-        figures["uptake"] = _uri(plots.trend_png(
+        figures["uptake"] = png_data_uri(plots.trend_png(
             months, {"uptake (tested / flagged)": [o.uptake for o in final],
                      "uptake among those acted on": [o.uptake_acted_on for o in final]},
             title="Uptake by month of flag", ylabel="share"))
-        figures["yield"] = _uri(plots.trend_png(
+        figures["yield"] = png_data_uri(plots.trend_png(
             months, {"osteopenia or osteoporosis (T ≤ -1.0)": [o.yield_low_bone_mass for o in series],
                      "osteoporosis (T ≤ -2.5)": [o.yield_osteoporosis for o in series]},
             title="Yield among those tested (PPV reached)", ylabel="share"))
-        figures["days"] = _uri(plots.trend_png(
+        figures["days"] = png_data_uri(plots.trend_png(
             months, {"median days": [o.median_days_to_dxa for o in series]},
             title="Time from flag to DXA", ylabel="days", percent=False))
     if drift:
-        figures["drift"] = _uri(plots.score_drift_png([d["month"] for d in drift], [d["p10"] for d in drift],
-                                                      [d["p50"] for d in drift], [d["p90"] for d in drift], threshold))
+        figures["drift"] = png_data_uri(plots.score_drift_png(
+            [d["month"] for d in drift], [d["p10"] for d in drift], [d["p50"] for d in drift],
+            [d["p90"] for d in drift], threshold))
     html = render("program.html.j2", month=month, this=this, res=res, figures=figures, drift=drift,
                   threshold=threshold, generated=dt.datetime.now().isoformat(timespec="seconds"))
     path = write_private(Path(workdir) / "program" / f"program-{month}.html", html)

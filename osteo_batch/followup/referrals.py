@@ -44,12 +44,13 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
+from osteo_batch.errors import UserError
 from osteo_batch.store import Store, StoreLockedError
 
 if TYPE_CHECKING:
-    from osteo_batch.outputs import DiskProblem
+    from osteo_batch.disk import DiskProblem
 
-STATUSES = ("contacted", "referred", "declined", "unreachable", "dxa-done")
+REFERRAL_STATUSES = ("contacted", "referred", "declined", "unreachable", "dxa-done")
 QUEUE_DIR = "referral-queue"
 QUARANTINE_DIR = "quarantine"
 #: A queued action is a few hundred bytes; anything past this is not one, and is never read whole.
@@ -63,14 +64,19 @@ QUARANTINE_REASONS = {
     "bad_json": "not JSON",
     "not_an_action": "JSON, but not an object with exactly an action's fields",
     "wrong_types": "a field of the wrong type (IDs, status, user and time are text; the note text or null)",
-    "bad_status": f"a status that is not one of {', '.join(STATUSES)}",
+    "bad_status": f"a status that is not one of {', '.join(REFERRAL_STATUSES)}",
     "empty_id": "an empty event ID, patient ID or user",
     "bad_time": "acted_at is not an ISO date and time",
 }
 
 
-class ReferralError(ValueError):
-    """An action that cannot be recorded (unknown status, empty patient ID); the message says the fix."""
+class ReferralError(UserError, ValueError):
+    """An action that cannot be recorded (an empty patient ID, an unknown status, no store); the message says the fix.
+
+    Each raise names its ``code``: ``empty_patient_id``, ``unknown_referral_status``, ``no_store``.
+    """
+
+    code = "referral_refused"
 
 
 @dataclass(frozen=True)
@@ -87,9 +93,10 @@ def new_referral(patient_id: str, status: str, note: str | None = None, by_user:
                  acted_at: dt.datetime | None = None) -> Referral:
     pid = (patient_id or "").strip()
     if not pid:
-        raise ReferralError("patient ID is empty")
-    if status not in STATUSES:
-        raise ReferralError(f"status {status!r} is not one of {', '.join(STATUSES)}")
+        raise ReferralError("patient ID is empty", code="empty_patient_id", fix="give the patient ID as the worklist shows it")
+    if status not in REFERRAL_STATUSES:
+        raise ReferralError(f"status {status!r} is not one of {', '.join(REFERRAL_STATUSES)}",
+                            code="unknown_referral_status")
     who = (by_user or _user()).strip()
     when = (acted_at or dt.datetime.now()).isoformat(timespec="seconds")
     return Referral(secrets.token_hex(12), pid, status, (note or "").strip() or None, who, when)
@@ -137,24 +144,25 @@ def fallback_dir(workdir: str | os.PathLike) -> Path | None:
 
 
 def _write_queued(folder: Path, event: Referral) -> Path:
-    from osteo_batch.outputs import private_dir, write_private
+    """One action as one file, written whole: :func:`~osteo_batch.outputs.write_private` writes it under a
+    hidden temporary name (``.tmp-*``) and renames it, and :func:`queued` skips hidden names, so the
+    loader never sees half an action."""
+    from osteo_batch.outputs import write_private
 
-    d = private_dir(folder)
     stamp = dt.datetime.now().strftime("%Y%m%dT%H%M%S%f")
-    final = d / f"{stamp}-{event.event_id}.json"
-    tmp = d / f".{final.name}.tmp"
-    write_private(tmp, json.dumps(asdict(event)))
-    os.replace(tmp, final)  # the loader never sees half an action
-    return final
+    return write_private(folder / f"{stamp}-{event.event_id}.json", json.dumps(asdict(event)))
 
 
 def queued(workdir: str | os.PathLike) -> list[Path]:
-    """Queued action files for ``workdir``: its queue, then this user's fallback queue for it, oldest first."""
+    """Queued action files for ``workdir``: its queue, then this user's fallback queue for it, oldest first.
+
+    A name that starts with ``.`` is a file still being written (see :func:`_write_queued`): never read.
+    """
     out = []
     for d in (Path(workdir) / QUEUE_DIR, fallback_dir(workdir)):
         try:
             if d is not None and d.is_dir():
-                out.extend(d.glob("*.json"))
+                out.extend(f for f in d.glob("*.json") if not f.name.startswith("."))
         except OSError:  # a queue folder we cannot list is not a reason to stop a night
             continue
     return sorted(out, key=lambda p: p.name)  # names start with the time queued
@@ -258,7 +266,7 @@ def parse_queued(raw: bytes) -> Referral | str:
     if not all(isinstance(d[k], str) for k in ("event_id", "patient_id", "status", "by_user", "acted_at")) or not (
             d["note"] is None or isinstance(d["note"], str)):
         return "wrong_types"
-    if d["status"] not in STATUSES:
+    if d["status"] not in REFERRAL_STATUSES:
         return "bad_status"
     if not (d["event_id"].strip() and d["patient_id"].strip() and d["by_user"].strip()):
         return "empty_id"
@@ -313,11 +321,11 @@ def refer(store_path: str | os.PathLike, event: Referral, *, wait_s: float = 10.
     there if it can be, else in this user's fallback queue, else returned
     ``unsaved``; ``problem`` then says what is wrong, in one line.
     """
-    from osteo_batch.outputs import disk_problem
+    from osteo_batch.disk import disk_problem
 
     workdir = Path(store_path).parent
     if not Path(store_path).is_file():
-        raise ReferralError(f"no store at {store_path}: pass the --workdir of the nightly runs")
+        raise ReferralError(f"no store at {store_path}: pass the --workdir of the nightly runs", code="no_store")
     problem = None
     for attempt_wait in (0.0, wait_s) if wait_s > 0 else (0.0,):
         if attempt_wait and on_wait:
@@ -346,8 +354,8 @@ def refer(store_path: str | os.PathLike, event: Referral, *, wait_s: float = 10.
 
 
 def _other_problem(e: OSError, folder: Path):
-    """A :class:`~osteo_batch.outputs.DiskProblem` for an OSError that is none of the known conditions."""
-    from osteo_batch.outputs import DiskProblem
+    """A :class:`~osteo_batch.disk.DiskProblem` for an OSError that is none of the known conditions."""
+    from osteo_batch.disk import DiskProblem
 
     code = errno.errorcode.get(e.errno or 0, type(e).__name__)
     return DiskProblem(code, str(folder), f"could not write to {folder} ({code})",

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from osteo_batch.errors import UserError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -77,8 +79,16 @@ REGISTRY: dict[str, BackboneSpec] = {
 }
 
 
-class UnknownBackboneError(ValueError):
-    pass
+class UnknownBackboneError(UserError, ValueError):
+    """A ``--backbone`` name the registry does not hold; the message offers the close spellings."""
+
+    code = "unknown_backbone"
+
+
+class WeightsError(UserError, ValueError):
+    """Backbone weights that cannot be loaded safely or do not fit the chosen backbone."""
+
+    code = "weights_unusable"
 
 
 def list_backbones() -> list[str]:
@@ -114,7 +124,8 @@ def resolve_weights(path: str | Path) -> Path:
     if not p.is_file():
         raise FileNotFoundError(f"backbone weights not found at {p}; give a .safetensors file or a folder holding model.safetensors")
     if p.suffix != ".safetensors":
-        raise ValueError(f"backbone weights {p.name}: only .safetensors is loaded (pickle files can run code); convert it first")
+        raise WeightsError(f"backbone weights {p.name}: only .safetensors is loaded (pickle files can run code); "
+                           "convert it first", code="weights_not_safetensors")
     return p
 
 
@@ -125,7 +136,8 @@ def load_backbone_weights(model, path: str | Path) -> dict[str, Any]:
     has) names the foundation and its intended use; a model fine-tuned from it
     inherits both. A manifest whose sha256 does not match refuses the load.
     """
-    from osteo_batch.models.pretrain import read_manifest, sha256_file
+    from osteo_batch.models.digest import sha256_file
+    from osteo_batch.models.foundation import read_manifest
 
     manifest = read_manifest(path)  # checks the manifest's sha256 against the file
     foundation = None
@@ -152,9 +164,9 @@ def load_backbone_weights(model, path: str | Path) -> dict[str, Any]:
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("head.")]
     if missing or unexpected:
-        raise ValueError(
+        raise WeightsError(
             f"backbone weights {p.name} do not fit: {len(missing)} missing (e.g. {missing[:2]}), "
-            f"{len(unexpected)} unexpected (e.g. {unexpected[:2]}); check --backbone"
+            f"{len(unexpected)} unexpected (e.g. {unexpected[:2]}); check --backbone", code="weights_do_not_fit",
         )
     return {"file": p.name, "sha256": digest(p), "foundation": foundation}
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from osteo_batch.models import metrics
+from osteo_batch.synth.noise import smooth_noise
 
 
 @dataclass(frozen=True)
@@ -97,11 +98,8 @@ def iou_bone(saliency: np.ndarray, bone: np.ndarray) -> float:
 
 
 def random_smooth_map(shape: tuple[int, int], rng: np.random.Generator, scale: float = 8.0) -> np.ndarray:
-    """A smooth random map with the blob size of a Grad-CAM map: the chance baseline."""
-    white = rng.standard_normal(shape)
-    fy = np.fft.fftfreq(shape[0])[:, None]
-    fx = np.fft.rfftfreq(shape[1])[None, :]
-    return np.fft.irfft2(np.fft.rfft2(white) * np.exp(-2 * (np.pi * scale) ** 2 * (fx**2 + fy**2)), s=shape)
+    """A smooth random map with the blob size of a Grad-CAM map: the chance baseline (the phantoms' noise)."""
+    return smooth_noise(rng, shape, scale)
 
 
 def nonbone_region(bone: np.ndarray, body: np.ndarray, rng: np.random.Generator, block: int = 8) -> np.ndarray:
@@ -169,8 +167,8 @@ def bone_metrics(module, config, x: np.ndarray, y_bin: np.ndarray, bones: np.nda
     heat on the marker is reported beside the share of the image it covers:
     a map that weighs the marker more than its area is looking at the wrong thing.
     """
-    from osteo_batch.explain import cam_maps
-    from osteo_batch.models.train import predict
+    from osteo_batch.models.gradcam import cam_maps
+    from osteo_batch.models.predict import predict
 
     rng = np.random.default_rng(seed)
     images = x[:, 0]

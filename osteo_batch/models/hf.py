@@ -16,6 +16,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from osteo_batch.errors import UserError
+
+
+class HFCheckpointError(UserError, ValueError):
+    """A Hugging Face folder that is not a Dinov2 checkpoint this wrapper can build."""
+
+    code = "not_a_dinov2_checkpoint"
+    fix = "give the folder of a Hugging Face Dinov2 checkpoint (model_type dinov2 or dinov2_with_registers)"
+
 
 def _classes(hf_config: dict[str, Any]):
     from transformers import Dinov2Config, Dinov2Model
@@ -56,7 +65,7 @@ def read_hf_config(folder: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"{folder}: no config.json; give the folder of a Hugging Face Dinov2 checkpoint")
     cfg = json.loads(p.read_text())
     if cfg.get("model_type") not in ("dinov2", "dinov2_with_registers"):
-        raise ValueError(f"{folder}: model_type {cfg.get('model_type')!r} is not a Dinov2 checkpoint")
+        raise HFCheckpointError(f"{folder}: model_type {cfg.get('model_type')!r} is not a Dinov2 checkpoint")
     return cfg
 
 

@@ -1,7 +1,9 @@
 """Screening metrics: AUC with bootstrap CIs, operating points, sensitivity and specificity.
 
-Written with numpy alone (no scikit-learn import on the scoring path) and kept
-small: each function is the textbook definition, tested against hand counts.
+Kept small: each function is the textbook definition, tested against hand
+counts. The AUC is the Mann-Whitney statistic from SciPy's average ranks
+(ties count half); SciPy is imported on the first AUC, not with this module,
+so the nightly scorer, which never computes one, never pays for it.
 """
 
 from __future__ import annotations
@@ -13,40 +15,51 @@ import numpy as np
 
 def auc(y, score) -> float:
     """Mann-Whitney AUC, ties counted half; NaN when a class is absent."""
+    from scipy.stats import rankdata
+
     y = np.asarray(y).astype(bool)
     s = np.asarray(score, dtype=float)
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    order = np.argsort(s, kind="mergesort")
-    sorted_s = s[order]
-    ranks = np.empty(len(s), dtype=float)
-    # average ranks over runs of equal scores
-    boundaries = np.flatnonzero(np.diff(sorted_s)) + 1
-    starts = np.concatenate([[0], boundaries])
-    ends = np.concatenate([boundaries, [len(s)]])
-    for a, b in zip(starts, ends):
-        ranks[order[a:b]] = (a + b - 1) / 2.0 + 1.0
+    ranks = rankdata(s, method="average")  # tied scores share their mean rank
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
 def bootstrap_ci(statistic, n: int, groups=None, *, n_boot: int = 1000, alpha: float = 0.05,
                  seed: int = 0) -> tuple[float, float]:
-    """Percentile CI of ``statistic(idx)`` over resamples of ``groups`` (patients) when given, else rows."""
+    """Percentile CI of ``statistic(idx)`` over resamples of ``groups`` (patients) when given, else rows.
+
+    A resample draws as many groups as there are, with replacement, and takes
+    every row of each drawn group. Rows are sorted by group once, so a resample
+    is a gather of contiguous runs: linear in the rows, whatever the number of
+    patients.
+    """
     rng = np.random.default_rng(seed)
     groups = np.arange(n) if groups is None else np.asarray(groups)
-    uniq, inv = np.unique(groups, return_inverse=True)
-    members = [np.flatnonzero(inv == g) for g in range(len(uniq))]
+    _, inv, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    inv = inv.reshape(-1)
+    order = np.argsort(inv, kind="stable")  # rows of group 0, then group 1, ...
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     stats = []
     for _ in range(n_boot):
-        pick = rng.integers(0, len(uniq), len(uniq))
-        v = statistic(np.concatenate([members[g] for g in pick]))
+        pick = rng.integers(0, len(counts), len(counts))
+        v = statistic(_rows_of(pick, order, starts, counts))
         if not np.isnan(v):
             stats.append(v)
     if not stats:
         return float("nan"), float("nan")
     lo, hi = np.percentile(stats, [100 * alpha / 2, 100 * (1 - alpha / 2)])
     return float(lo), float(hi)
+
+
+def _rows_of(pick: np.ndarray, order: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The rows of groups ``pick`` (in that order, a group's rows in row order), as one index array."""
+    lens = counts[pick]
+    ends = np.cumsum(lens)
+    if not len(ends):
+        return np.empty(0, dtype=np.int64)
+    return order[np.arange(ends[-1]) + np.repeat(starts[pick] - (ends - lens), lens)]
 
 
 def bootstrap_auc_ci(y, score, groups=None, *, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:

@@ -20,12 +20,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from osteo_batch.errors import UserError
+from osteo_batch.models.digest import sha256_file
 from osteo_batch.models.labels import LABELS
+
 FORMAT = "osteo-batch-model/1"
 
 
-class ModelDirError(ValueError):
+class ModelDirError(UserError, ValueError):
     """A model directory that cannot be used; the message says what is wrong and the fix."""
+
+    code = "model_dir_unusable"
 
 
 @dataclass
@@ -91,17 +96,9 @@ class LoadedModel:
     card: dict[str, Any]
 
 
-def _sha256_file(p: Path) -> str:
-    h = hashlib.sha256()
-    with p.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def compute_model_id(weights: Path, config: ModelConfig) -> str:
     h = hashlib.sha256()
-    h.update(_sha256_file(weights).encode())
+    h.update(sha256_file(weights).encode())
     h.update(json.dumps(config.inference_fields(), sort_keys=True).encode())
     return "m-" + h.hexdigest()[:16]
 
@@ -115,16 +112,13 @@ def build_module(config: ModelConfig):
 
 def save_model_dir(module, config: ModelConfig, out: str | Path) -> str:
     """Write weights and config; returns the model ID. The card is written by the caller."""
-    import os
-
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from osteo_batch.outputs import private_dir, write_private
 
     out = private_dir(out)
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    save_file(state, str(out / "model.safetensors"), metadata={"format": FORMAT})
-    os.chmod(out / "model.safetensors", 0o600)
+    write_private(out / "model.safetensors", save(state, metadata={"format": FORMAT}))
     write_private(out / "config.json", json.dumps(asdict(config), indent=2))
     return compute_model_id(out / "model.safetensors", config)
 
@@ -209,8 +203,12 @@ def check_model_dir(path: str | Path) -> str:
     return model_id
 
 
-def load_model_dir(path: str | Path, *, device: str = "cpu") -> LoadedModel:
-    """Load a model directory for inference. Weights come from safetensors only."""
+def load_model_dir(path: str | Path, *, device: str = "cpu", model_id: str | None = None) -> LoadedModel:
+    """Load a model directory for inference. Weights come from safetensors only.
+
+    ``model_id``: the ID a run pinned when it started (:class:`osteo_batch.run.context.RunContext`,
+    which also checks the weights file is the one it hashed); given, the weights are not hashed again.
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -230,7 +228,7 @@ def load_model_dir(path: str | Path, *, device: str = "cpu") -> LoadedModel:
     card = {}
     if (p / "card.json").is_file():
         card = json.loads((p / "card.json").read_text())
-    return LoadedModel(module, cfg, compute_model_id(p / "model.safetensors", cfg), p, card)
+    return LoadedModel(module, cfg, model_id or compute_model_id(p / "model.safetensors", cfg), p, card)
 
 
 def normalise(batch, config: ModelConfig):

@@ -11,13 +11,24 @@ import numpy as np
 
 
 def roc_points(y, score) -> dict[str, list[float]]:
-    """The ROC curve as plain lists (stored on the card, plotted in reports)."""
+    """The ROC curve as plain lists (stored on the card, plotted in reports).
+
+    One point per distinct score, from (0, 0) down to (1, 1), as scikit-learn's
+    ``roc_curve`` gives it unpruned; a class that is absent has a rate of 0.
+    """
+    import warnings
+
+    from sklearn.exceptions import UndefinedMetricWarning
+    from sklearn.metrics import roc_curve
+
     y = np.asarray(y).astype(bool)
     s = np.asarray(score, dtype=float)
-    thr = np.unique(s)[::-1]
-    tpr = [0.0] + [float((s[y] >= t).mean()) if y.any() else 0.0 for t in thr]
-    fpr = [0.0] + [float((s[~y] >= t).mean()) if (~y).any() else 0.0 for t in thr]
-    return {"fpr": fpr, "tpr": tpr}
+    if not len(s):
+        return {"fpr": [0.0], "tpr": [0.0]}
+    with warnings.catch_warnings():  # one class: its rate is 0/0, said as 0 below
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
+    return {"fpr": np.nan_to_num(fpr, nan=0.0).tolist(), "tpr": np.nan_to_num(tpr, nan=0.0).tolist()}
 
 
 def _png(fig) -> bytes:

@@ -27,7 +27,6 @@ the demo's history cohort), the known weakness of MIM features for probing;
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -35,6 +34,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+from osteo_batch.errors import UserError
+from osteo_batch.models.digest import sha256_file
+
+
+class PretrainError(UserError, ValueError):
+    """A pretraining setting that cannot work; the message names it and the choices."""
+
+    code = "pretrain_setting"
+
 
 @dataclass
 class PretrainConfig:
@@ -167,7 +176,8 @@ def pretrain(images: np.ndarray, cfg: PretrainConfig, *, progress: Callable[[int
     torch.nn.init.normal_(mask_token, std=0.02)
     decoder = torch.nn.Linear(dim, p * p)
     if cfg.objective not in ("vicreg+mim", "mim"):
-        raise ValueError(f"pretraining objective {cfg.objective!r}: use vicreg+mim or mim")
+        raise PretrainError(f"pretraining objective {cfg.objective!r}: use vicreg+mim or mim",
+                            code="unknown_objective")
     joint = cfg.objective == "vicreg+mim"
     projector = _projector(dim, cfg.proj_dim) if joint else torch.nn.Identity()
     params = [*vit.parameters(), mask_token, *decoder.parameters(), *projector.parameters()]
@@ -264,42 +274,3 @@ def write_foundation(out: str | Path, result: PretrainResult, cfg: PretrainConfi
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return out
-
-
-def sha256_file(p: str | Path) -> str:
-    h = hashlib.sha256()
-    with Path(p).open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def read_manifest(weights: str | Path) -> dict[str, Any] | None:
-    """The ``manifest.json`` beside (or in the folder of) a weights file, or None.
-
-    A real DINOv2 checkpoint has none; a manifest is how a foundation says what
-    it is for. A manifest whose hash does not match its file is an error, not a
-    missing manifest: a swapped file must not inherit another's identity.
-    """
-    p = Path(weights)
-    folder = p if p.is_dir() else p.parent
-    f = folder / "manifest.json"
-    if not f.is_file():
-        return None
-    try:
-        m = json.loads(f.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise FoundationError(f"foundation manifest {f.name} in {folder.name}: unreadable ({type(e).__name__}); "
-                              "copy the foundation folder again") from None
-    if not isinstance(m, dict):
-        raise FoundationError(f"foundation manifest {f.name} in {folder.name}: not a JSON object; "
-                              "copy the foundation folder again")
-    w = folder / "model.safetensors" if p.is_dir() else p
-    if m.get("sha256") and m["sha256"] != sha256_file(w):
-        raise FoundationError(f"foundation {folder.name}: model.safetensors does not match manifest.json's sha256; "
-                              "the file was changed or damaged, copy the foundation folder again")
-    return m
-
-
-class FoundationError(ValueError):
-    """A foundation folder whose manifest and weights disagree."""

@@ -1,19 +1,24 @@
-"""Fine-tune a screening model: pair images with DXA, split by patient, LoRA, evaluate, save.
+"""Fine-tune a screening model: pair images with DXA, split by patient, LoRA, validate, save.
 
 Why this shape: the SNUH study's best model was DINOv2 with LoRA adapters and
 a 3-class WHO head; we keep that recipe, and make every choice a field of
 :class:`TrainConfig` so the card can say exactly what was done. Labels are the
 WHO class of the minimum T-score over the label sites; the split is by
 patient (never by image) and stratified by label; the operating threshold is
-chosen on the validation split for a target sensitivity, because a screening
+chosen on held-out patients for a target sensitivity, because a screening
 program cares first about how many osteoporotic women it finds.
+
+:func:`train` reads as its steps: check the settings, pair and split
+(:mod:`~osteo_batch.models.pairing`), build the network, fit (resumable,
+:mod:`~osteo_batch.models.checkpoints`), merge, validate
+(:mod:`~osteo_batch.models.validate`), write the folder and its card
+(:mod:`~osteo_batch.models.card`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -22,17 +27,23 @@ from typing import Any
 
 import numpy as np
 
-from osteo_batch.models import metrics
-from osteo_batch.models.plots import roc_points
-from osteo_batch.models.backbones import get_backbone, load_backbone_weights, lora_targets
+from osteo_batch.errors import UserError
+from osteo_batch.models import validate
+from osteo_batch.models.backbones import BackboneSpec, get_backbone, load_backbone_weights, lora_targets
+from osteo_batch.models.card import code_version, write_card
+from osteo_batch.models.checkpoints import Checkpoint, run_key
+from osteo_batch.models.labels import LABELS, SITES
 from osteo_batch.models.model import (
-    LABELS, ModelConfig, build_module, normalise, publish_model_dir, save_model_dir, staging_dir,
+    ModelConfig, build_module, normalise, publish_model_dir, save_model_dir, staging_dir,
 )
+from osteo_batch.models.pairing import MIN_PAIRS, Pairs, load_pairs, sites_problem, split_by_patient, unpaired
+from osteo_batch.models.predict import decode_cached, predict
 from osteo_batch.store import Store
-from osteo_batch.scoring.tensors import DicomDataset, Item, make_loader
-from osteo_batch.models.labels import SITES, min_t, who_class
 
 log = logging.getLogger("osteo_batch.train")
+
+STRATEGIES = ("lora", "linear", "full")
+CALIBRATIONS = ("platt", "isotonic")
 
 
 @dataclass
@@ -64,8 +75,10 @@ class TrainConfig:
     time_budget_s: float | None = None  # stop early (at an epoch end) past this
 
 
-class TrainingDataError(ValueError):
-    pass
+class TrainingDataError(UserError, ValueError):
+    """Settings or pairs that cannot train a model; the message says what to change."""
+
+    code = "training_data"
 
 
 @dataclass
@@ -75,54 +88,203 @@ class TrainResult:
     card: dict[str, Any] = field(default_factory=dict)
 
 
-def split_by_patient(patients: list[str], labels: list[int], val_fraction: float, seed: int) -> set[str]:
-    """Validation patients: a stratified (by label) random share of patients."""
-    rng = np.random.default_rng(seed)
-    by_label: dict[int, list[str]] = {}
-    for p, y in sorted(set(zip(patients, labels))):
-        by_label.setdefault(y, []).append(p)
-    val: set[str] = set()
-    for y, ps in sorted(by_label.items()):
-        ps = sorted(set(ps))
-        rng.shuffle(ps)
-        val.update(ps[: int(round(len(ps) * val_fraction))])
-    return val
+@dataclass
+class _Splits:
+    """Decoded images split by patient: train, and the held-out rest (validation + calibration)."""
+
+    x_tr: np.ndarray
+    y_tr: np.ndarray
+    held: validate.HeldOut
+    decoded: int  # images that decoded
+    label_counts: dict[str, int]
+    cal_patients: int
 
 
-def _decode_all(items: list[Item], img_size: int, workers: int) -> tuple[np.ndarray, list[int]]:
-    """Decode once into memory; returns images (N,1,H,W) and the indices that decoded."""
+@dataclass
+class _Network:
+    """The network to fit and where its starting weights came from."""
+
+    model: Any  # the module to fit (a PEFT wrapper with LoRA)
+    mcfg: ModelConfig
+    weights_note: str
+    weights_sha256: str | None
+    foundation: dict[str, Any] | None
+    for_patients: bool
+    trainable_parameters: int
+    total_parameters: int
+
+
+def train(store: Store, out: str | Path, cfg: TrainConfig, *, truth_csv: str | Path | None = None,
+          progress=None, roots: tuple[str, ...] = ()) -> TrainResult:
+    """Train on the eligible, DXA-paired images in ``store``; write the model directory ``out``.
+
+    ``roots``: the archive's resolved roots (``Settings.archive_roots()``); when given, an image
+    whose file has become a link out of them since the sweep is not opened (as in scoring).
+    """
     import torch
 
-    ds = DicomDataset(items, img_size)
-    xs, keep = [], []
-    for idx, x, failed in make_loader(ds, batch_size=16, workers=workers):
-        if len(idx):
-            xs.append(x)
-            keep.extend(idx.tolist())
-    if not xs:
-        return np.empty((0, 1, img_size, img_size), np.float32), []
-    return torch.cat(xs).numpy(), keep
+    out = Path(out)
+    check_config(cfg)
+    t0 = time.monotonic()
+    torch.manual_seed(cfg.seed)  # before decoding: the loader draws its base seed from torch's generator
+    spec = get_backbone(cfg.backbone)
+    pairs = _pairs(store, cfg)
+    missing = unpaired(store, cfg.pair_window_days)
+    data = _split(pairs, cfg, spec.img_size, roots)
+    net = _build(cfg, spec)
+    ckpt = Checkpoint(out, run_key(asdict(cfg), pairs.rows, pairs.labels))
+    history = _fit(net, data, cfg, ckpt, progress, t0)
+    merged, p_val, merge_diff = _merge(net, data.held.x_val, cfg)
+    val = validate.operating_points(merged, net.mcfg, data.held, p_val, _targets(cfg))
+    net.mcfg.threshold, net.mcfg.bands, net.mcfg.calibration = val.threshold, val.bands, val.calibration
+    ceiling = validate.ceiling(data.held.pid_val, val.y_bin, truth_csv)
+    card = _card(cfg, spec, net, pairs, data, val, unpaired=missing, ceiling=ceiling)
+    card.update(
+        subgroups=validate.subgroups(val, data.held.meta_val),
+        bone=validate.bone(merged, net.mcfg, data.held, val.y_bin, masks=cfg.masks, marker_masks=cfg.marker_masks,
+                           seed=cfg.seed),
+        code_version=code_version(), merge_max_abs_diff=merge_diff, epochs_run=len(history) - history.start,
+        loss_history=list(history),
+    )
+    card["train_seconds"] = round(time.monotonic() - t0, 1)
+    result = _publish(merged, net.mcfg, out, card)
+    ckpt.clear()
+    return result
 
 
-def decode_cached(items: list[Item], img_size: int, workers: int, cache_dir: str | None):
-    """:func:`_decode_all`, kept in ``cache_dir`` keyed by the files and the size (0600)."""
-    if not cache_dir:
-        return _decode_all(items, img_size, workers)
-    import os
+def check_config(cfg: TrainConfig) -> None:
+    """Refuse settings that cannot work before any image is decoded."""
+    problem = sites_problem(cfg.label_sites)
+    if problem:
+        raise TrainingDataError(problem, code="bad_label_sites")
+    if cfg.strategy not in STRATEGIES:
+        raise TrainingDataError(f"strategy {cfg.strategy!r}: use one of {', '.join(STRATEGIES)}", code="bad_strategy")
+    if cfg.calibration and cfg.calibration not in CALIBRATIONS:
+        raise TrainingDataError(f"calibration {cfg.calibration!r}: use one of {', '.join(CALIBRATIONS)}",
+                                code="bad_calibration")
+    if cfg.weights:  # a damaged or swapped foundation is refused before any image is decoded
+        from osteo_batch.models.foundation import read_manifest
 
-    from osteo_batch.outputs import private_dir
+        read_manifest(cfg.weights)
 
-    key = hashlib.sha256("\n".join(f"{it.key}|{it.sop_instance_uid}" for it in items).encode() + str(img_size).encode())
-    path = private_dir(cache_dir) / f"decoded-{key.hexdigest()[:16]}.npz"
-    if path.is_file():
-        with np.load(path) as z:
-            return z["x"], z["ok"].tolist()
-    x, ok = _decode_all(items, img_size, workers)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, x=x, ok=np.array(ok, dtype=np.int64))
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
-    return x, ok
+
+def _pairs(store: Store, cfg: TrainConfig) -> Pairs:
+    pairs = load_pairs(store, window_days=cfg.pair_window_days, sites=tuple(cfg.label_sites))
+    if len(pairs) < MIN_PAIRS:
+        raise TrainingDataError(
+            f"only {len(pairs)} eligible images have a DXA within {cfg.pair_window_days} days; "
+            f"at least {MIN_PAIRS} are needed (check the DXA table's patient_id values and dates)",
+            code="too_few_pairs")
+    return pairs
+
+
+def _split(pairs: Pairs, cfg: TrainConfig, img_size: int, roots: tuple[str, ...] = ()) -> _Splits:
+    """Patients to validation (and calibration) first, then decode, then images to their side."""
+    labels, patients = pairs.labels, pairs.patients
+    val_patients = split_by_patient(patients, labels, cfg.val_fraction, cfg.seed)
+    cal_patients: set[str] = set()
+    if cfg.calibration:
+        held_pairs = [(p, y) for p, y in zip(patients, labels) if p in val_patients]
+        cal_patients = split_by_patient([p for p, _ in held_pairs], [y for _, y in held_pairs], cfg.calibration_share,
+                                        cfg.seed + 1)
+    x_all, ok = decode_cached(pairs.items(), img_size, cfg.workers, cfg.cache_dir, roots=roots)
+    y_all = np.array([labels[i] for i in ok])
+    pid_all = np.array([patients[i] for i in ok])
+    is_held = np.array([p in val_patients for p in pid_all])
+    is_cal = np.array([p in cal_patients for p in pid_all])
+    is_val = is_held & ~is_cal  # the split every reported figure comes from
+    meta_val = [pairs.rows[i] for i, v in zip(ok, is_val) if v]
+    held = validate.HeldOut(x_all[is_val], y_all[is_val], pid_all[is_val], meta_val, x_all[is_cal], y_all[is_cal])
+    if len(set(held.y_val.tolist())) < 2 or (held.y_val == 2).sum() == 0:
+        raise TrainingDataError("the validation split has no osteoporosis cases; add data or change --seed",
+                                code="no_validation_cases")
+    if cfg.calibration and ((held.y_cal == 2).sum() < 5 or (held.y_cal != 2).sum() < 5):
+        raise TrainingDataError("the calibration split needs 5 or more women with and without osteoporosis; "
+                                "add pairs or raise calibration_share", code="no_calibration_cases")
+    return _Splits(x_all[~is_held], y_all[~is_held], held, len(ok),
+                   {LABELS[k]: int((y_all == k).sum()) for k in range(len(LABELS))},
+                   len(cal_patients & set(pid_all.tolist())))
+
+
+def _build(cfg: TrainConfig, spec: BackboneSpec) -> _Network:
+    """The network from the registry, the starting weights loaded, LoRA (or the probe's frozen body) set up."""
+    from peft import LoraConfig, get_peft_model
+
+    mcfg = ModelConfig.for_backbone(spec.name, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, weights=cfg.weights)
+    module = build_module(mcfg)
+    targets = lora_targets(spec, module)
+    mcfg.lora["target_modules"] = targets
+    foundation, sha = None, None
+    note = "random initialisation: a demonstration model, not a clinical one"
+    if cfg.weights:
+        info = load_backbone_weights(module, cfg.weights)
+        foundation, sha = info.get("foundation"), info["sha256"]
+        note = f"pretrained backbone from local file {info['file']} (sha256 {sha[:16]}...)"
+        if foundation:
+            note = f"foundation {foundation['name']}: {note}"
+    # a model is fit for patients only if it started from a foundation that says it is (a real checkpoint
+    # with no manifest is a site's own responsibility); random weights and phantom foundations never are
+    for_patients = bool(cfg.weights) and (foundation is None or foundation.get("clinical_use") is not False)
+    if cfg.strategy == "lora":
+        lora = LoraConfig(
+            r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+            # pretrained weights keep their patch embedding; random ones have no features to adapt
+            target_modules=targets, modules_to_save=list(spec.lora_modules_to_save) if not cfg.weights else ["head"],
+        )
+        model = get_peft_model(module, lora)
+    else:  # linear probe: only the head learns; full: everything does
+        model = module
+        mcfg.lora = {}
+        for name, prm in module.named_parameters():
+            prm.requires_grad_(cfg.strategy == "full" or name.startswith("head."))
+    params = list(model.parameters())
+    return _Network(model, mcfg, note, sha, foundation, for_patients,
+                    sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params))
+
+
+class _History(list):
+    """Mean training loss per epoch; ``start`` is the epoch a resumed run began at."""
+
+    start = 0
+
+
+def _fit(net: _Network, data: _Splits, cfg: TrainConfig, ckpt: Checkpoint, progress, t0: float) -> _History:
+    """AdamW with a one-cycle schedule and class weights; a checkpoint after every epoch."""
+    import torch
+
+    rng = np.random.default_rng(cfg.seed)
+    model, x_tr, y_tr = net.model, data.x_tr, data.y_tr
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    counts = np.bincount(y_tr, minlength=3).astype(np.float32)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=torch.tensor(counts.sum() / np.maximum(counts, 1) / 3.0))
+    steps = cfg.epochs * int(np.ceil(len(x_tr) / cfg.batch_size))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(1, steps), pct_start=0.15)
+    history = _History()
+    history.start = ckpt.restore(model, opt, sched, rng, history)
+    if history.start:
+        log.info("resuming from the checkpoint after epoch %d", history.start)
+    for epoch in range(history.start, cfg.epochs):
+        model.train()
+        order = rng.permutation(len(x_tr))
+        total = 0.0
+        for i in range(0, len(order), cfg.batch_size):
+            b = order[i : i + cfg.batch_size]
+            xb = _augment(torch.from_numpy(x_tr[b]), rng)
+            loss = loss_fn(model(normalise(xb, net.mcfg)), torch.from_numpy(y_tr[b]).long())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(b)
+        history.append(round(total / max(1, len(x_tr)), 4))
+        ckpt.save(epoch + 1, model, opt, sched, rng, history)
+        if progress:
+            progress(epoch + 1, cfg.epochs, history[-1])
+        if cfg.time_budget_s and time.monotonic() - t0 > cfg.time_budget_s:
+            log.info("time budget reached after %d epochs", len(history) - history.start)
+            break
+    return history
 
 
 def _augment(x, rng: np.random.Generator):
@@ -136,415 +298,65 @@ def _augment(x, rng: np.random.Generator):
     return torch.roll(x * gain + bias, shifts=(dy, dx), dims=(2, 3)).clamp(0, 1)
 
 
-def predict(module, x, cfg: ModelConfig, batch_size: int = 32) -> np.ndarray:
-    """Class probabilities (N, 3) for images x (N, 1, H, W) in [0, 1]."""
-    import torch
-
-    out = []
-    module.eval()
-    with torch.inference_mode():
-        for i in range(0, len(x), batch_size):
-            xb = torch.as_tensor(x[i : i + batch_size])
-            out.append(torch.softmax(module(normalise(xb, cfg)), dim=1).numpy())
-    return np.concatenate(out) if out else np.empty((0, len(LABELS)))
-
-
-def train(
-    store: Store,
-    out: str | Path,
-    cfg: TrainConfig,
-    *,
-    truth_csv: str | Path | None = None,
-    progress=None,
-) -> TrainResult:
-    """Train on the eligible, DXA-paired images in ``store``; write the model directory."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    bad_sites = set(cfg.label_sites) - set(SITES)
-    if bad_sites or not cfg.label_sites:
-        raise TrainingDataError(f"label sites {sorted(bad_sites)}: use t_lumbar_spine, t_femoral_neck, t_total_hip")
-    if cfg.strategy not in STRATEGIES:
-        raise TrainingDataError(f"strategy {cfg.strategy!r}: use one of {', '.join(STRATEGIES)}")
-    if cfg.weights:  # a damaged or swapped foundation is refused before any image is decoded
-        from osteo_batch.models.pretrain import read_manifest
-
-        read_manifest(cfg.weights)
-    t0 = time.monotonic()
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    spec = get_backbone(cfg.backbone)
-
-    pairs = store.rows("training_pairs", {"window_days": cfg.pair_window_days})
-    unpaired = {r["reason"]: r["n"] for r in store.rows("training_unpaired", {"window_days": cfg.pair_window_days})}
-    for p in pairs:  # the label: the WHO class of the lowest T-score over the label sites
-        p["t_min"] = min_t(p, tuple(cfg.label_sites))
-    pairs = [p for p in pairs if p["t_min"] is not None]
-    if len(pairs) < 20:
-        raise TrainingDataError(
-            f"only {len(pairs)} eligible images have a DXA within {cfg.pair_window_days} days; "
-            "at least 20 are needed (check the DXA table's patient_id values and dates)"
-        )
-    labels = [who_class(p["t_min"]) for p in pairs]
-    patients = [p["patient_id"] for p in pairs]
-    val_patients = split_by_patient(patients, labels, cfg.val_fraction, cfg.seed)
-    cal_patients: set[str] = set()
-    if cfg.calibration:
-        if cfg.calibration not in CALIBRATIONS:
-            raise TrainingDataError(f"calibration {cfg.calibration!r}: use one of {', '.join(CALIBRATIONS)}")
-        held = [(p, y) for p, y in zip(patients, labels) if p in val_patients]
-        cal_patients = split_by_patient([p for p, _ in held], [y for _, y in held], cfg.calibration_share, cfg.seed + 1)
-    items = [Item(p["path"], p["sop_instance_uid"], p["patient_id"]) for p in pairs]
-
-    x_all, ok = decode_cached(items, spec.img_size, cfg.workers, cfg.cache_dir)
-    y_all = np.array([labels[i] for i in ok])
-    pid_all = np.array([patients[i] for i in ok])
-    is_held = np.array([p in val_patients for p in pid_all])
-    is_cal = np.array([p in cal_patients for p in pid_all])
-    is_val = is_held & ~is_cal  # the split every reported figure comes from
-    x_tr, y_tr = x_all[~is_held], y_all[~is_held]
-    x_va, y_va, pid_va = x_all[is_val], y_all[is_val], pid_all[is_val]
-    x_ca, y_ca = x_all[is_cal], y_all[is_cal]
-    if len(set(y_va.tolist())) < 2 or (y_va == 2).sum() == 0:
-        raise TrainingDataError("the validation split has no osteoporosis cases; add data or change --seed")
-    if cfg.calibration and ((y_ca == 2).sum() < 5 or (y_ca != 2).sum() < 5):
-        raise TrainingDataError("the calibration split needs 5 or more women with and without osteoporosis; "
-                                "add pairs or raise calibration_share")
-
-    mcfg = ModelConfig.for_backbone(spec.name, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, weights=cfg.weights)
-    module = build_module(mcfg)
-    targets = lora_targets(spec, module)
-    mcfg.lora["target_modules"] = targets
-    if cfg.weights:
-        weights_info = load_backbone_weights(module, cfg.weights)
-        foundation = weights_info.get("foundation")
-        weights_note = (f"pretrained backbone from local file {weights_info['file']} "
-                        f"(sha256 {weights_info['sha256'][:16]}...)")
-        if foundation:
-            weights_note = f"foundation {foundation['name']}: {weights_note}"
-    else:
-        weights_info = {"file": None, "sha256": None}
-        foundation = None
-        weights_note = "random initialisation: a demonstration model, not a clinical one"
-    # a model is fit for patients only if it started from a foundation that says it is (a real checkpoint
-    # with no manifest is a site's own responsibility); random weights and phantom foundations never are
-    for_patients = bool(cfg.weights) and (foundation is None or foundation.get("clinical_use") is not False)
-
-    if cfg.strategy == "lora":
-        lora = LoraConfig(
-            r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
-            # pretrained weights keep their patch embedding; random ones have no features to adapt
-            target_modules=targets, modules_to_save=list(spec.lora_modules_to_save) if not cfg.weights else ["head"],
-        )
-        peft_model = get_peft_model(module, lora)
-    else:  # linear probe: only the head learns; full: everything does
-        peft_model = module
-        mcfg.lora = {}
-        for name, prm in module.named_parameters():
-            prm.requires_grad_(cfg.strategy == "full" or name.startswith("head."))
-    trainable = [p for p in peft_model.parameters() if p.requires_grad]
-    n_trainable = sum(p.numel() for p in trainable)
-    n_total = sum(p.numel() for p in peft_model.parameters())
-    opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    counts = np.bincount(y_tr, minlength=3).astype(np.float32)
-    class_w = torch.tensor(counts.sum() / np.maximum(counts, 1) / 3.0)
-    loss_fn = torch.nn.CrossEntropyLoss(weight=class_w)
-    steps = cfg.epochs * int(np.ceil(len(x_tr) / cfg.batch_size))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(1, steps), pct_start=0.15)
-
-    history: list[float] = []
-    epochs_run = 0
-    ckpt = _Checkpoint(Path(out), _run_key(cfg, pairs, labels))
-    start = ckpt.restore(peft_model, opt, sched, rng, history)
-    if start:
-        log.info("resuming from the checkpoint after epoch %d", start)
-    for epoch in range(start, cfg.epochs):
-        peft_model.train()
-        order = rng.permutation(len(x_tr))
-        total = 0.0
-        for i in range(0, len(order), cfg.batch_size):
-            b = order[i : i + cfg.batch_size]
-            xb = _augment(torch.from_numpy(x_tr[b]), rng)
-            loss = loss_fn(peft_model(normalise(xb, mcfg)), torch.from_numpy(y_tr[b]).long())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss.detach()) * len(b)
-        epochs_run += 1
-        history.append(round(total / max(1, len(x_tr)), 4))
-        ckpt.save(epoch + 1, peft_model, opt, sched, rng, history)
-        if progress:
-            progress(epoch + 1, cfg.epochs, history[-1])
-        if cfg.time_budget_s and time.monotonic() - t0 > cfg.time_budget_s:
-            log.info("time budget reached after %d epochs", epochs_run)
-            break
-
-    # evaluate the adapter model, then merge and prove the merge changes nothing
-    p_unmerged = predict(peft_model, x_va, mcfg)
-    merged = peft_model.merge_and_unload() if cfg.strategy == "lora" else peft_model
+def _merge(net: _Network, x_val: np.ndarray, cfg: TrainConfig):
+    """Fold LoRA into the backbone and prove the merge changes nothing; returns (merged, its P, max difference)."""
+    p_unmerged = predict(net.model, x_val, net.mcfg)
+    merged = net.model.merge_and_unload() if cfg.strategy == "lora" else net.model
     merged.requires_grad_(True)  # Grad-CAM needs gradients through every layer
-    p_va = predict(merged, x_va, mcfg)
-    merge_diff = float(np.abs(p_va - p_unmerged).max()) if len(p_va) else 0.0
+    p_val = predict(merged, x_val, net.mcfg)
+    return merged, p_val, float(np.abs(p_val - p_unmerged).max()) if len(p_val) else 0.0
 
-    y_bin = (y_va == 2).astype(int)
-    calibration = None
-    if cfg.calibration:
-        from osteo_batch.models import bands as bandlib
-        from osteo_batch.models import calibrate
 
-        p_ca_raw = predict(merged, x_ca, mcfg)[:, 2]
-        y_ca_bin = (y_ca == 2).astype(int)
-        calibration = calibrate.fit(cfg.calibration, p_ca_raw, y_ca_bin)
-        p_ca = calibrate.apply(calibration, p_ca_raw)
-        p_va[:, 2] = calibrate.apply(calibration, p_va[:, 2])
-        # edges on the displayed grid, chosen on the calibration split: sensitivity still meets its target there
-        thr = bandlib.edge_below(metrics.threshold_for_sensitivity(y_ca_bin, np.array([bandlib.display(v) for v in p_ca]),
-                                                                   cfg.target_sensitivity))
-        very_high = max(thr, bandlib.edge_below(cfg.very_high_probability))
-    score = p_va[:, 2]
-    val_auc = metrics.auc(y_bin, score)
-    ci = metrics.bootstrap_auc_ci(y_bin, score, pid_va, seed=cfg.seed)
-    if not cfg.calibration:
-        thr = metrics.threshold_for_sensitivity(y_bin, score, cfg.target_sensitivity)
-        very_high = max(thr, metrics.threshold_for_specificity(y_bin, score, cfg.very_high_specificity))
-    op = metrics.at_threshold(y_bin, score, thr)
-    macro = metrics.macro_auc(y_va, p_va)
-    macro_ci = metrics.bootstrap_ci(lambda i: metrics.macro_auc(y_va[i], p_va[i]), len(y_va), pid_va, seed=cfg.seed)
-    accuracy = float((p_va.argmax(1) == y_va).mean())
-    mcfg.threshold = float(thr)  # as chosen (on the display grid when calibrated): the image that set it stays flagged
-    mcfg.bands = {"high": mcfg.threshold, "very_high": float(very_high)}
-    mcfg.calibration = calibration
+def _targets(cfg: TrainConfig) -> validate.Targets:
+    return validate.Targets(cfg.target_sensitivity, cfg.very_high_specificity, cfg.very_high_probability,
+                            cfg.calibration, cfg.seed)
 
-    ceiling_val = None
-    if truth_csv:
-        ceiling_val = _ceiling_on(pid_va, y_bin, truth_csv)
 
-    from osteo_batch.models import evaluate
-
-    meta_va = [pairs[i] for i, v in zip(ok, is_val) if v]
-    calib = evaluate.calibration(y_bin, score)
-    subgroups = evaluate.subgroup_auc(y_bin, score, {
-        "age_band": [evaluate.age_band(m["age"]) for m in meta_va],
-        "view": [m["view"] for m in meta_va],
-        "modality": [m["modality"] for m in meta_va],
-        "manufacturer": [m["manufacturer"] for m in meta_va],
-    })
-    bone = None
-    if cfg.masks:
-        have = [j for j, m in enumerate(meta_va) if (Path(cfg.masks) / f"{m['sop_instance_uid']}.png").is_file()]
-        if have:
-            masks = np.stack([evaluate.load_mask(Path(cfg.masks) / f"{meta_va[j]['sop_instance_uid']}.png", spec.img_size)
-                              for j in have])
-            markers = None
-            if cfg.marker_masks:
-                markers = np.stack([evaluate.load_mask(Path(cfg.marker_masks) / f"{meta_va[j]['sop_instance_uid']}.png",
-                                                       spec.img_size, missing_ok=True) for j in have])
-            bone = evaluate.bone_metrics(merged, mcfg, x_va[have], y_bin[have], masks, seed=cfg.seed, markers=markers)
-            bone["images"] = len(have)
-
-    out = Path(out)
-    staging = staging_dir(out)
-    model_id = save_model_dir(merged, mcfg, staging)
-    manifest = hashlib.sha256("\n".join(sorted(f"{p['sop_instance_uid']}:{l}" for p, l in zip(pairs, labels))).encode()).hexdigest()
-    card = {
-        "model_id": model_id,
+def _card(cfg: TrainConfig, spec: BackboneSpec, net: _Network, pairs: Pairs, data: _Splits,
+          val: validate.Validation, *, unpaired: dict[str, int], ceiling: float | None) -> dict[str, Any]:
+    """The card up to its bands (the model ID is added when the weights are written, the rest by :func:`train`)."""
+    labelled = sorted(f"{r['sop_instance_uid']}:{y}" for r, y in zip(pairs.rows, pairs.labels))
+    manifest = hashlib.sha256("\n".join(labelled).encode()).hexdigest()
+    held = data.held
+    return {
+        "model_id": None,
         "created": dt.datetime.now().isoformat(timespec="seconds"),
-        "intended_use": "Screening aid that ranks women for DXA referral. Not a diagnosis; DXA confirms; never use it to rule osteoporosis out.",
+        "intended_use": "Screening aid that ranks women for DXA referral. Not a diagnosis; DXA confirms; "
+                        "never use it to rule osteoporosis out.",
         "backbone": spec.name,
         "backbone_note": spec.note,
-        "weights": weights_note,
-        "weights_sha256": weights_info["sha256"],
+        "weights": net.weights_note,
+        "weights_sha256": net.weights_sha256,
         "random_init": cfg.weights is None,
-        "foundation": foundation,
-        "for_patients": for_patients,
+        "foundation": net.foundation,
+        "for_patients": net.for_patients,
         "strategy": cfg.strategy,
-        "trainable_parameters": int(n_trainable),
-        "total_parameters": int(n_total),
+        "trainable_parameters": int(net.trainable_parameters),
+        "total_parameters": int(net.total_parameters),
         "train": asdict(cfg),
         "data": {
             "paired_images": len(pairs),
-            "decoded_images": len(ok),
+            "decoded_images": data.decoded,
             "unpaired_images": unpaired,
-            "train_images": int(len(x_tr)),
-            "val_images": int(len(x_va)),
-            "val_patients": int(len(set(pid_va.tolist()))),
-            "calibration_images": int(len(x_ca)),
-            "calibration_patients": int(len(cal_patients & set(pid_all.tolist()))),
+            "train_images": int(len(data.x_tr)),
+            "val_images": int(len(held.x_val)),
+            "val_patients": int(len(set(held.pid_val.tolist()))),
+            "calibration_images": int(len(held.x_cal)),
+            "calibration_patients": data.cal_patients,
             "reported_on": "test" if cfg.calibration else "validation",
-            "val_osteoporosis": int(y_bin.sum()),
-            "label_counts": {LABELS[k]: int((y_all == k).sum()) for k in range(3)},
+            "val_osteoporosis": int(val.y_bin.sum()),
+            "label_counts": data.label_counts,
             "manifest_sha256": manifest,
         },
-        "validation": {
-            "auc": round(val_auc, 4),
-            "auc_ci95": [round(ci[0], 4), round(ci[1], 4)],
-            "macro_auc": round(macro, 4),
-            "macro_auc_ci95": [round(macro_ci[0], 4), round(macro_ci[1], 4)],
-            "accuracy_3class": round(accuracy, 4),
-            "accuracy_at_threshold": round(float(((score >= thr) == (y_bin == 1)).mean()), 4),
-            "threshold": mcfg.threshold,
-            "target_sensitivity": cfg.target_sensitivity,
-            "sensitivity": round(op.sensitivity, 4),
-            "specificity": round(op.specificity, 4),
-            "ppv": round(op.ppv, 4),
-            "very_high_from": mcfg.bands["very_high"],
-            "roc": roc_points(y_bin, score),
-        },
-        "ceiling": {
-            "auc_validation": None if ceiling_val is None else round(ceiling_val, 4),
-            "note": "AUC of the true latent bone density on the same validation patients: no image model can beat it in expectation (synthetic cohorts only)",
-        },
-        "calibration": {"ece": round(calib.ece, 4), "bins": calib.bins, "method": cfg.calibration,
-                        "fitted_on": "calibration split" if cfg.calibration else None},
-        "bands": _band_legend(y_bin, score, mcfg.bands),
-        "subgroups": subgroups,
-        "bone": bone,
-        "code_version": _code_version(),
-        "merge_max_abs_diff": merge_diff,
-        "epochs_run": epochs_run,
-        "loss_history": history,
-        "train_seconds": round(time.monotonic() - t0, 1),
+        **val.card(method=cfg.calibration, ceiling=ceiling),
     }
+
+
+def _publish(merged, mcfg: ModelConfig, out: Path, card: dict[str, Any]) -> TrainResult:
+    """Write weights, config and card to a staging folder, then swap it in."""
+    staging = staging_dir(out)
+    model_id = save_model_dir(merged, mcfg, staging)
+    card["model_id"] = model_id
     write_card(staging, card, mcfg)
     publish_model_dir(staging, out)
-    ckpt.clear()
     return TrainResult(out, model_id, card)
-
-
-def _run_key(cfg: TrainConfig, pairs: list[dict], labels: list[int]) -> str:
-    """What a checkpoint must match to be resumed: the settings and the exact data."""
-    d = asdict(cfg)
-    for k in ("workers", "time_budget_s", "cache_dir"):
-        d.pop(k, None)
-    data = "\n".join(f"{p['sop_instance_uid']}:{y}" for p, y in zip(pairs, labels))
-    return hashlib.sha256((json.dumps(d, sort_keys=True) + data).encode()).hexdigest()[:16]
-
-
-class _Checkpoint:
-    """Model, optimiser, scheduler and RNG state after each epoch, in safetensors + JSON (no pickle).
-
-    Written atomically beside the model folder; a run with the same settings and
-    data resumes from it, anything else ignores it.
-    """
-
-    def __init__(self, out: Path, key: str):
-        self.dir = out.with_name(f".{out.name}.checkpoint")
-        self.key = key
-
-    def save(self, epoch, model, opt, sched, rng, history) -> None:
-        import os
-        import shutil
-
-        from safetensors.torch import save_file
-
-        from osteo_batch.outputs import private_dir, write_private
-
-        tmp = private_dir(self.dir.with_name(self.dir.name + ".tmp"))
-        tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
-        osd = opt.state_dict()
-        for idx, st in osd["state"].items():
-            for k, v in st.items():
-                tensors[f"opt.{idx}.{k}"] = v.detach().contiguous() if hasattr(v, "detach") else _scalar_tensor(v)
-        save_file(tensors, str(tmp / "state.safetensors"))
-        os.chmod(tmp / "state.safetensors", 0o600)
-        meta = {"key": self.key, "epoch": epoch, "history": history, "param_groups": osd["param_groups"],
-                "opt_keys": {str(i): list(st) for i, st in osd["state"].items()},
-                "sched": sched.state_dict(), "rng": rng.bit_generator.state}
-        write_private(tmp / "meta.json", json.dumps(meta, default=str))
-        shutil.rmtree(self.dir, ignore_errors=True)
-        os.replace(tmp, self.dir)
-
-    def restore(self, model, opt, sched, rng, history) -> int:
-        """Load a matching checkpoint into the given objects; returns the epoch to start at."""
-        from safetensors.torch import load_file
-
-        meta_path = self.dir / "meta.json"
-        if not meta_path.is_file():
-            return 0
-        meta = json.loads(meta_path.read_text())
-        if meta.get("key") != self.key:
-            return 0
-        tensors = load_file(str(self.dir / "state.safetensors"))
-        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        state = {int(i): {k: tensors[f"opt.{i}.{k}"] for k in keys} for i, keys in meta["opt_keys"].items()}
-        opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-        sched.load_state_dict(meta["sched"])
-        rng.bit_generator.state = meta["rng"]
-        history[:] = meta["history"]
-        return int(meta["epoch"])
-
-    def clear(self) -> None:
-        import shutil
-
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def _scalar_tensor(v):
-    import torch
-
-    return torch.tensor(v)
-
-
-STRATEGIES = ("lora", "linear", "full")
-CALIBRATIONS = ("platt", "isotonic")
-
-
-def _band_legend(y_bin, score, bands):
-    from osteo_batch.models import bands as bandlib
-
-    return [{**e, "text": bandlib.describe(e)} for e in bandlib.legend(y_bin, score, bands)]
-
-
-def _code_version() -> str:
-    """Package version plus the git commit when run from a checkout."""
-    import subprocess
-
-    from osteo_batch import __version__
-
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        sha = ""
-    return f"{__version__}+{sha}" if sha else __version__
-
-
-def _ceiling_on(pids: np.ndarray, y_bin: np.ndarray, truth_csv: str | Path) -> float | None:
-    import csv
-
-    with open(truth_csv, newline="") as f:
-        z = {r["patient_id"]: float(r["latent_density"]) for r in csv.DictReader(f)}
-    if not all(p in z for p in pids):
-        return None
-    return metrics.auc(y_bin, -np.array([z[p] for p in pids]))
-
-
-def write_card(out: Path, card: dict, mcfg: ModelConfig) -> None:
-    from osteo_batch.outputs import write_private
-    from osteo_batch.render import render
-
-    import base64
-
-    from osteo_batch.models import plots
-
-    card = _json_safe(card)
-    write_private(out / "card.json", json.dumps(card, indent=2, default=str, allow_nan=False))
-    figures = {}
-    if card.get("validation", {}).get("roc"):
-        figures["roc"] = plots.roc_png({card.get("strategy", "model"): card["validation"]["roc"]})
-    if card.get("calibration"):
-        figures["reliability"] = plots.reliability_png(card["calibration"]["bins"])
-    uris = {k: "data:image/png;base64," + base64.b64encode(v).decode() for k, v in figures.items()}
-    write_private(out / "card.html", render("card.html.j2", card=card, config=asdict(mcfg), figures=uris))
-
-
-def _json_safe(x):
-    """NaN (an AUC of a subgroup with one class) becomes null: card.json stays valid JSON."""
-    if isinstance(x, float) and x != x:
-        return None
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    return x

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from osteo_batch.store import StoreError
+from osteo_batch.errors import UserError
 
 LOCK_FILE = "run.lock"
 
@@ -29,8 +29,10 @@ LOCK_FILE = "run.lock"
 _held: dict[str, int] = {}
 
 
-class RunLockedError(StoreError):
+class RunLockedError(UserError, RuntimeError):
     """Another run holds this work folder; the message says which and what to do."""
+
+    code = "run_locked"
 
 
 @contextmanager

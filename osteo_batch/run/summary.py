@@ -23,8 +23,6 @@ from typing import Any
 from osteo_batch.reasons import unreadable_folders_line
 from osteo_batch.render import DISCLAIMER, render
 
-STAGE_ORDER = ("dxa", "sweep", "score", "explain", "worklist")
-
 #: Columns of the study date list for the PACS administrator (no patient names).
 STUDY_DATE_COLUMNS = ("accession_number", "study_date", "sop_instance_uid", "reason", "problem")
 
@@ -45,7 +43,9 @@ def headline(s: dict[str, Any]) -> dict[str, Any]:
         "explained": s.get("explain", {}).get("explained"),
         "by_status": inst.get("by_status", {}),
         "by_reason": inst.get("by_reason", {}),
-        "stages": [(k, s[k].get("seconds")) for k in STAGE_ORDER if isinstance(s.get(k), dict)],
+        # in the order they ran (a summary is built stage by stage: osteo_batch.run.stages.STAGES);
+        # every stage's summary carries its seconds, nothing else in it does
+        "stages": [(k, v.get("seconds")) for k, v in s.items() if isinstance(v, dict) and "seconds" in v],
         "unreadable_folders": unreadable_folders(s.get("sweep", {})),
         **_study_dates(s),
     }
@@ -85,13 +85,13 @@ def study_dates_csv(rows: list[dict]) -> str:
     """The untrusted study dates as CSV; text cells a spreadsheet would run as a formula are quoted,
     as on the worklist CSV."""
     from osteo_batch.reasons import Reason
-    from osteo_batch.worklist import _cell
+    from osteo_batch.text import csv_cell
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\r\n")
     w.writerow(STUDY_DATE_COLUMNS)
     for r in rows:
-        w.writerow([_cell(r["accession_number"]), _cell(r["study_date"]), _cell(r["sop_instance_uid"]),
+        w.writerow([csv_cell(r["accession_number"]), csv_cell(r["study_date"]), csv_cell(r["sop_instance_uid"]),
                     Reason.STUDY_DATE.value, r["problem"]])
     return buf.getvalue()
 
@@ -164,9 +164,7 @@ def write_run_page(workdir: str | os.PathLike, summary: dict[str, Any], *, statu
     """``runs/run-<run_id>.html`` (0600)."""
     from osteo_batch.archive.eligibility import STUDY_DATE_PROBLEMS
     from osteo_batch.outputs import write_private
-    from osteo_batch.reasons import DESCRIPTIONS
-
-    from osteo_batch.reasons import FOLDER_DESCRIPTIONS
+    from osteo_batch.reasons import DESCRIPTIONS, FOLDER_DESCRIPTIONS
 
     summary = _cleaned(summary)
     h = headline(summary)

@@ -156,7 +156,7 @@ class _Parts:
             self.rows[k].append(v)
 
     def add_rejection(self, item: Item, reason: str) -> None:
-        for k, v in zip(self.rows, (item.sop_instance_uid, item.patient_id, None, item.key, reason)):
+        for k, v in zip(self.rows, (item.sop_instance_uid, item.patient_id, None, item.path, reason)):
             self.rows[k].append(v)
 
     def __len__(self) -> int:

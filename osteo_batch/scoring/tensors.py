@@ -8,70 +8,25 @@ reason code, never as an exception that stops the batch.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import numpy as np
 
-from osteo_batch.dicom.pixels import DisplayOptions, PixelError, is_panic, load_image
+from osteo_batch.dicom.decode import is_panic
+from osteo_batch.dicom.display import DisplayOptions
+from osteo_batch.dicom.pixels import load_image
+from osteo_batch.dicom.rejections import PixelError
 from osteo_batch.reasons import Reason
+from osteo_batch.timeouts import ItemTimeout, time_limit
 
 #: Seconds one image may take to open, read and decode. A 2500x2048 JPEG 2000
 #: lossless decodes in about 0.6 s on one core; the limit is for what never ends.
 ITEM_TIMEOUT_S = 120.0
 
 
-class ItemTimeout(BaseException):
-    """One image ran past its time limit.
-
-    A ``BaseException``, like ``KeyboardInterrupt``: it must unwind through
-    every ``except Exception`` in pydicom and the pixel pipeline (which would
-    turn it into a decoding failure) to reach :meth:`DicomDataset.__getitem__`.
-    """
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float | None):
-    """Raise :class:`ItemTimeout` in this thread if the block runs past ``seconds``.
-
-    SIGALRM from ``ITIMER_REAL``: it interrupts a blocking system call (an
-    ``open`` or ``read`` on a hung mount returns EINTR, and Python runs the
-    handler) and Python code; C code that never returns to the interpreter
-    (a decoder stuck in a loop) is not interrupted until it does. Signals are
-    delivered to the main thread only, so elsewhere (``workers=0`` under a
-    threaded caller) and when a timer is already running (the caller's own
-    limit, which is left alone) the block runs unbounded. DataLoader workers
-    run items in their main thread.
-    """
-    import signal
-    import threading
-
-    if (not seconds or seconds <= 0 or not hasattr(signal, "setitimer")
-            or threading.current_thread() is not threading.main_thread()
-            or signal.getitimer(signal.ITIMER_REAL)[0] > 0):
-        yield
-        return
-
-    armed = [True]  # raise at most once, and never once the block is over (a late signal is ignored)
-
-    def expired(signum, frame):
-        if armed[0]:
-            armed[0] = False
-            raise ItemTimeout(f"took longer than {seconds:g} s")
-
-    previous = signal.signal(signal.SIGALRM, expired)
-    try:
-        signal.setitimer(signal.ITIMER_REAL, seconds)
-        yield
-    finally:
-        armed[0] = False
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 @dataclass(frozen=True)
 class Item:
-    key: str  # path
+    path: str  # the file, as the sweep indexed it
     sop_instance_uid: str
     patient_id: str | None
 
@@ -102,7 +57,7 @@ class DicomDataset:
         it = self.items[i]
         try:
             with time_limit(self.item_timeout_s):
-                img = load_image(it.key, self.img_size, self.opts, roots=self.roots,
+                img = load_image(it.path, self.img_size, self.opts, roots=self.roots,
                                  sop_instance_uid=it.sop_instance_uid)
             return i, img, None
         except ItemTimeout:

@@ -27,7 +27,7 @@ HISTORY_SEED = 20251127
 def history_spec(seed: int = HISTORY_SEED):
     """Women 50+ with a DXA after their radiograph, at the model's resolution, dated before tonight."""
     from osteo_batch.models.backbones import get_backbone
-    from osteo_batch.synth.cohort import CohortSpec
+    from osteo_batch.synth.plan import CohortSpec
 
     side = 2 * get_backbone("dinov2_tiny_demo").img_size
     return CohortSpec(n_women=1250, n_men=10, n_young=10, n_lateral=10, n_followups=0, n_unreadable=0, seed=seed,
@@ -57,21 +57,23 @@ def ensure_history(root: Path, spec=None) -> Any:
 def train_demo_model(history: Path, out: Path, opts: DemoTraining = DemoTraining(), *,
                      progress: Callable[[int, int, float], None] | None = None):
     """Sweep the history into its own store, then LoRA from the phantom foundation; returns the TrainResult."""
-    from osteo_batch import pipeline
     from osteo_batch.foundations import PHANTOM
     from osteo_batch.models.train import TrainConfig, train
+    from osteo_batch.run.nightly import index_archive
+    from osteo_batch.settings import load_settings
+    from osteo_batch.store import open_store
 
-    s = pipeline.load_settings(None, workdir=history / "work", archive=history / "archive",
-                               dxa_csv=history / "dxa.csv", workers=opts.workers)
-    pipeline.index_archive(s, load_dxa=True)
+    s = load_settings(None, workdir=history / "work", archive=history / "archive",
+                      dxa_csv=history / "dxa.csv", workers=opts.workers)
+    index_archive(s, load_dxa=True)
     cfg = TrainConfig(
         backbone="dinov2_tiny_demo", weights=str(PHANTOM), strategy="lora", epochs=opts.epochs, lr=opts.lr,
         seed=opts.seed, workers=opts.workers, masks=str(history / "bone_masks"),
         marker_masks=str(history / "marker_masks"), cache_dir=str(history / "work" / "cache"),
         val_fraction=opts.val_fraction, calibration="platt", calibration_share=opts.calibration_share,
     )
-    with pipeline.open_store(s, read_only=True) as st:
-        return train(st, out, cfg, truth_csv=history / "truth.csv", progress=progress)
+    with open_store(s, read_only=True) as st:
+        return train(st, out, cfg, truth_csv=history / "truth.csv", progress=progress, roots=s.archive_roots())
 
 
 def tonight(store, model_id: str, truth_csv: Path) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Hostile headers: deflate bombs, partial transfers, byte-flip mutants, UIDs that run into names, duplicates.
 
-What each group attacks (``osteo_batch.dicom.inflate``, ``osteo_batch.dicom.headers``):
+What each group attacks (``osteo_batch.dicom.dataset``, ``.inflate``, ``.truncation``,
+``osteo_batch.dicom.headers``):
 
 - ``hdr-bomb-*``: Deflated Explicit VR Little Endian files of a few kB to
   2 MB that inflate to 64 MiB, 1 GiB or 2 GiB (trailing padding, a Pixel Data

@@ -93,7 +93,7 @@ def test_every_fs_case_gets_its_row_and_nothing_outside_is_opened(tmp_path):
             expected[rel] = case
     watch = OpenWatch(_watchable(outside))
     try:
-        out = pipeline.sweep_stage(_settings(tmp_path, archive), "r1")
+        out = pipeline.sweep_stage(pipeline.RunContext.for_index(_settings(tmp_path, archive), "r1"))
         opened = watch.opened()
         rows = _rel(_rows(tmp_path), archive)
         assert opened == set(), f"opened outside the archive: {sorted(p.name for p in opened)}"
@@ -106,7 +106,7 @@ def test_every_fs_case_gets_its_row_and_nothing_outside_is_opened(tmp_path):
                 "2.25.77001", "2.25.77002", "2.25.77010", "2.25.77011", "2.25.77012"}
         assert MARKER not in json.dumps(out)
 
-        again = pipeline.sweep_stage(_settings(tmp_path, archive), "r2")
+        again = pipeline.sweep_stage(pipeline.RunContext.for_index(_settings(tmp_path, archive), "r2"))
         assert watch.opened() == set()
         assert again["headers_read"] == 0 and again["by_status"] == out["by_status"]
         assert _rel(_rows(tmp_path), archive).keys() == rows.keys()
@@ -123,7 +123,7 @@ def test_an_outside_fifo_behind_a_link_is_never_opened(tmp_path):
     os.symlink(outside / "fifo", archive / "IM2")
     watch = OpenWatch([outside / "fifo"])
     try:
-        out = pipeline.sweep_stage(_settings(tmp_path, archive), "r1")
+        out = pipeline.sweep_stage(pipeline.RunContext.for_index(_settings(tmp_path, archive), "r1"))
         assert watch.opened() == set()
     finally:
         watch.close()
@@ -149,7 +149,7 @@ def test_allowed_roots_are_walked_and_everything_else_stays_outside(tmp_path):
     cfg.write_text(f'[archive]\nallowed_roots = ["{pacs2}"]\n')
     s = _settings(tmp_path, archive, cfg)
     assert s.allowed_roots == (str(pacs2),)
-    out = pipeline.sweep_stage(s, "r1")
+    out = pipeline.sweep_stage(pipeline.RunContext.for_index(s, "r1"))
     rows = _rel(_rows(tmp_path), archive)
     assert {k: (r["status"], r["reason"]) for k, r in rows.items()} == {
         "IM1": ("pending", "awaiting_score"),
@@ -162,7 +162,7 @@ def test_allowed_roots_are_walked_and_everything_else_stays_outside(tmp_path):
 
 def test_without_allowed_roots_a_linked_mount_is_outside(tmp_path):
     archive, _ = _outside_tree(tmp_path)
-    out = pipeline.sweep_stage(_settings(tmp_path, archive), "r1")
+    out = pipeline.sweep_stage(pipeline.RunContext.for_index(_settings(tmp_path, archive), "r1"))
     rows = _rel(_rows(tmp_path), archive)
     assert {k: r["reason"] for k, r in rows.items()} == {
         "IM1": "awaiting_score", "pacs2": "outside_archive", "IM3-again": "outside_archive", "IM4": "outside_archive"}
@@ -204,7 +204,7 @@ def test_the_next_sweep_follows_a_link_that_changed(tmp_path):
     s = _settings(tmp_path, archive)
 
     def state():
-        out = pipeline.sweep_stage(s, "r")
+        out = pipeline.sweep_stage(pipeline.RunContext.for_index(s, "r"))
         assert out["conserved"] and out["files"] == len(_rows(tmp_path))
         return {k: (r["status"], r["reason"], r["sop_instance_uid"]) for k, r in _rel(_rows(tmp_path), archive).items()}
 
@@ -257,10 +257,10 @@ import json, os, sys
 from osteo_batch import pipeline
 archive, work, locked = sys.argv[1:4]
 s = pipeline.load_settings(None, workdir=work, archive=archive, workers=1)
-first = pipeline.sweep_stage(s, "r1")
+first = pipeline.sweep_stage(pipeline.RunContext.for_index(s, "r1"))
 os.chmod(locked, 0)  # without CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH, nobody may list it now, root neither
 try:
-    second = pipeline.sweep_stage(s, "r2")
+    second = pipeline.sweep_stage(pipeline.RunContext.for_index(s, "r2"))
 finally:
     os.chmod(locked, 0o755)
 print(json.dumps({"first": first, "second": second}))

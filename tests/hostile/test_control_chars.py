@@ -20,8 +20,8 @@ import pytest
 
 import dicom_factory as df
 from osteo_batch import pipeline
-from osteo_batch.text import REMOVED, clean, clean_cell
-from osteo_batch.worklist import _cell, display_name, site_of, to_csv
+from osteo_batch.text import REMOVED, clean, clean_cell, csv_cell
+from osteo_batch.worklist import display_name, site_of, to_csv
 
 ESC_CLEAR = "\x1b[2J\x1b[H"
 OSC_TITLE = "\x1b]0;owned\x07"
@@ -68,11 +68,11 @@ def test_clean_is_fast():
 
 
 def test_a_csv_cell_is_clean_and_still_guarded_against_formulas():
-    assert _cell("\x00=HYPERLINK(\"http://x\")") == "'=HYPERLINK(\"http://x\")"
-    assert _cell(ESC_CLEAR + "+1") == "[2J[H+1"
-    assert _cell("\x07@SUM(A1)") == "'@SUM(A1)"
-    assert _cell("-2" + RLO) == "'-2"
-    assert _cell(None) == ""
+    assert csv_cell("\x00=HYPERLINK(\"http://x\")") == "'=HYPERLINK(\"http://x\")"
+    assert csv_cell(ESC_CLEAR + "+1") == "[2J[H+1"
+    assert csv_cell("\x07@SUM(A1)") == "'@SUM(A1)"
+    assert csv_cell("-2" + RLO) == "'-2"
+    assert csv_cell(None) == ""
 
 
 def test_site_names_and_patient_names_are_clean():

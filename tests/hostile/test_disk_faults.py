@@ -423,7 +423,7 @@ def test_refer_while_the_store_is_held_queues_and_the_next_run_records_it(finish
 
 
 def test_the_message_names_work_folders_only_and_is_a_user_error(tmp_path):
-    from osteo_batch.outputs import os_error_message
+    from osteo_batch.disk import os_error_message
     from osteo_batch.pipeline import is_user_error
 
     work = tmp_path / "work"

@@ -199,9 +199,10 @@ def _worker(seed: str, start: str, stop: str, bases_dir: str, work: str) -> None
     # (up to 4 GiB, never touched when the file is shorter); resident memory is checked below
     resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
     from osteo_batch.dicom.headers import HeaderResult, read_header
-    from osteo_batch.dicom.pixels import PixelError, load_image
+    from osteo_batch.dicom.pixels import load_image
+    from osteo_batch.dicom.rejections import PixelError
     from osteo_batch.reasons import Reason
-    from osteo_batch.scoring.tensors import ItemTimeout, time_limit
+    from osteo_batch.timeouts import ItemTimeout, time_limit
 
     codes = {r.value for r in Reason}
     logged: list = []

@@ -48,7 +48,8 @@ def _case_worker(archive: str, outside: str, out: str) -> None:
     from test_fuzz import peak_mb
 
     from osteo_batch.dicom.headers import read_header
-    from osteo_batch.dicom.pixels import PixelError, load_image
+    from osteo_batch.dicom.pixels import load_image
+    from osteo_batch.dicom.rejections import PixelError
 
     results = {}
     for case in cases_pixels.CASES:
@@ -102,7 +103,8 @@ def test_pixel_case_gets_its_outcome_within_the_memory_limit(pixel_outcomes, cas
 
 def test_the_header_limits_are_checked_again_when_the_pixels_are_read(tmp_path):
     """A file rewritten after the sweep with a header past the sweep's limits never reaches a decoder."""
-    from osteo_batch.dicom.pixels import PixelError, load_image
+    from osteo_batch.dicom.pixels import load_image
+    from osteo_batch.dicom.rejections import PixelError
 
     ds = dataset()
     ds.Rows, ds.Columns = 20000, 20000  # 800 MB of 16-bit pixels claimed, 6 kB stored
@@ -116,7 +118,8 @@ def test_a_codestream_claiming_a_little_more_stays_inconsistent_not_a_bomb(tmp_p
     """Inside the sweep's limits a size disagreement is a damaged file (the reason tests/test_pixels.py expects)."""
     from pydicom.uid import JPEG2000Lossless
 
-    from osteo_batch.dicom.pixels import PixelError, load_image
+    from osteo_batch.dicom.pixels import load_image
+    from osteo_batch.dicom.rejections import PixelError
 
     ds = dataset(ramp(64, 48))
     ds.compress(JPEG2000Lossless, encoding_plugin="pylibjpeg", generate_instance_uid=False)
@@ -129,7 +132,7 @@ def test_a_codestream_claiming_a_little_more_stays_inconsistent_not_a_bomb(tmp_p
 
 def test_rle_segments_are_counted_before_pydicoms_own_decoder_gets_them():
     """pydicom's RLE decoder grows its output with the data; the count stops just past the frame."""
-    from osteo_batch.dicom.pixels import rle_decoded_length
+    from osteo_batch.dicom.codestreams import rle_decoded_length
 
     bomb = b"\x81\x00" * 1_000_000  # 128 MB of zeros from 2 MB
     t0 = time.perf_counter()
@@ -142,7 +145,8 @@ def test_rle_segments_are_counted_before_pydicoms_own_decoder_gets_them():
 def test_a_palette_colour_image_is_not_scored_as_grey():
     from pydicom.data import get_testdata_file
 
-    from osteo_batch.dicom.pixels import PixelError, load_image
+    from osteo_batch.dicom.pixels import load_image
+    from osteo_batch.dicom.rejections import PixelError
 
     with pytest.raises(PixelError) as e:
         load_image(get_testdata_file("examples_palette.dcm", download=False), 32)  # pydicom's own palette image
@@ -163,7 +167,8 @@ def alarm_guard():
 
 
 def test_a_fifo_in_a_files_place_is_refused_at_once(tmp_path, alarm_guard):
-    from osteo_batch.dicom.pixels import PixelError, read_dataset
+    from osteo_batch.dicom.pixels import read_dataset
+    from osteo_batch.dicom.rejections import PixelError
 
     os.mkfifo(tmp_path / "IM1")
     t0 = time.monotonic()
@@ -174,7 +179,8 @@ def test_a_fifo_in_a_files_place_is_refused_at_once(tmp_path, alarm_guard):
 
 def test_a_link_out_of_the_archive_is_never_opened(tmp_path):
     from osteo_batch.archive.walk import real_roots
-    from osteo_batch.dicom.pixels import PixelError, load_image
+    from osteo_batch.dicom.pixels import load_image
+    from osteo_batch.dicom.rejections import PixelError
 
     (tmp_path / "archive").mkdir()
     target = write(planted(dataset(), "PXLINK"), tmp_path / "outside" / "IM1")
@@ -186,7 +192,8 @@ def test_a_link_out_of_the_archive_is_never_opened(tmp_path):
 
 
 def test_a_file_rewritten_with_another_instance_is_not_scored_as_the_one_swept(tmp_path):
-    from osteo_batch.dicom.pixels import PixelError, load_image
+    from osteo_batch.dicom.pixels import load_image
+    from osteo_batch.dicom.rejections import PixelError
 
     f = write(dataset(sop_instance_uid="2.25.5"), tmp_path / "IM1")
     assert load_image(f, 16, sop_instance_uid="2.25.5").shape == (16, 16)
@@ -197,7 +204,7 @@ def test_a_file_rewritten_with_another_instance_is_not_scored_as_the_one_swept(t
 
 def test_the_time_limit_interrupts_a_read_that_blocks(tmp_path, alarm_guard):
     """A blocking open (here a FIFO without a writer, opened the ordinary way) returns at the limit."""
-    from osteo_batch.scoring.tensors import ItemTimeout, time_limit
+    from osteo_batch.timeouts import ItemTimeout, time_limit
 
     signal.alarm(0)  # the guard's timer would be an outer limit, which time_limit leaves alone
     guard = signal.getsignal(signal.SIGALRM)
@@ -211,7 +218,7 @@ def test_the_time_limit_interrupts_a_read_that_blocks(tmp_path, alarm_guard):
 
 
 def test_the_time_limit_leaves_a_callers_own_timer_alone():
-    from osteo_batch.scoring.tensors import time_limit
+    from osteo_batch.timeouts import time_limit
 
     def outer(signum, frame):
         raise TimeoutError
@@ -245,7 +252,7 @@ def slow_and_quick(tmp_path_factory):
 
 
 def test_an_image_past_its_time_limit_is_decode_timeout_and_the_next_one_decodes(slow_and_quick):
-    from osteo_batch.dicom.pixels import DisplayOptions
+    from osteo_batch.dicom.display import DisplayOptions
     from osteo_batch.scoring.tensors import DicomDataset
 
     full = DisplayOptions(reduce=False)  # a full decode: a reduced read would be too quick to time out
@@ -258,7 +265,7 @@ def test_an_image_past_its_time_limit_is_decode_timeout_and_the_next_one_decodes
 
 @pytest.mark.slow
 def test_a_dataloader_worker_past_the_limit_goes_on_with_the_next_image(slow_and_quick):
-    from osteo_batch.dicom.pixels import DisplayOptions
+    from osteo_batch.dicom.display import DisplayOptions
     from osteo_batch.scoring.tensors import DicomDataset, make_loader
 
     ds = DicomDataset(slow_and_quick * 2, 32, DisplayOptions(reduce=False), item_timeout_s=0.02)
@@ -279,14 +286,14 @@ from osteo_batch.models.model import load_model_dir
 from osteo_batch.scoring.score import ScorePlan, plan_items, score_shard
 
 s = pipeline.Settings.from_json(json.loads(sys.argv[1]))
-planned = pipeline.plan_stage(s, "night")
+planned = pipeline.plan_stage(pipeline.RunContext.for_model(s, "night"))
 p = ScorePlan(**{**planned["plan"], "sizes": tuple(planned["plan"]["sizes"])})
 opts = s.score_options()
 if not opts.roots:  # until Settings passes its archive's roots itself
     opts = dataclasses.replace(opts, roots=real_roots(s.archive, getattr(s, "allowed_roots", ())))
 res = score_shard(load_model_dir(s.resolved_model_dir()), plan_items(p, 0), out_dir=s.workdir / "scores",
                   run_id="night", opts=opts)
-print(json.dumps({"shard": res.counts(), "load": pipeline.load_stage(s, "night")["by_status"]}))
+print(json.dumps({"shard": res.counts(), "load": pipeline.load_stage(pipeline.RunContext.for_model(s, "night"))["by_status"]}))
 """
 
 
@@ -315,7 +322,7 @@ def test_files_that_change_between_sweep_and_scoring_never_stop_the_night(tmp_pa
     for n, uid in uids.items():
         write(planted(dataset(sop_instance_uid=uid, patient_id=f"P{uid[-3:]}"), f"PXFAULT{n.upper()}"), archive / n)
     s = pipeline.load_settings(None, workdir=work, archive=archive, model_dir=tiny_model.model_dir, workers=1)
-    pipeline.sweep_stage(s, "before")
+    pipeline.sweep_stage(pipeline.RunContext.for_index(s, "before"))
     assert {n: r[0] for n, r in _rows(s).items()} == {n: "pending" for n in uids}
 
     # the faults, after the sweep and before scoring
@@ -352,7 +359,7 @@ def test_files_that_change_between_sweep_and_scoring_never_stop_the_night(tmp_pa
     assert _scored_uids(s) == {uids["good0"], uids["good1"]}, "only the two good images have scores"
 
     # the next night: the changed file is read again; the others are whatever the sweep makes of them now
-    pipeline.sweep_stage(s, "after")
+    pipeline.sweep_stage(pipeline.RunContext.for_index(s, "after"))
     rows = _rows(s)
     assert rows["changed"] == ("pending", "awaiting_score", "2.25.6999")
     assert rows["samesize"] == ("pending", "awaiting_score", "2.25.6998"), "re-read although size and time match"

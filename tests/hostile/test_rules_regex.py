@@ -82,7 +82,7 @@ def test_a_sweep_with_a_catastrophic_rule_over_real_files_is_fast(tmp_path):
                    f"  regex = '{EVIL}'\n")
     s = pipeline.load_settings(cfg, workdir=tmp_path / "w", archive=archive, workers=1)
     t = time.perf_counter()
-    pipeline.sweep_stage(s, "r1")
+    pipeline.sweep_stage(pipeline.RunContext.for_index(s, "r1"))
     took = time.perf_counter() - t
     with Store(s.store_path, read_only=True) as st:
         got = dict(st.con.execute("SELECT reason, count(*) FROM instances GROUP BY reason").fetchall())

@@ -1,0 +1,23 @@
+"""What every command shares: its one user-facing error type and its progress lines on stderr."""
+
+from __future__ import annotations
+
+import sys
+
+from osteo_batch.errors import UserError
+
+
+class CliError(UserError):
+    """A usage error the command line itself finds (two flags that do not mix, too few pairs): one line, exit 2.
+
+    ``code`` says which, for scripts: ``bad_usage`` unless the raise names another.
+    """
+
+    code = "bad_usage"
+
+
+def say(msg: str) -> None:
+    """A progress line on stderr, so stdout keeps only results; control characters dropped."""
+    from osteo_batch.text import clean
+
+    print(clean(msg), file=sys.stderr, flush=True)
