@@ -14,12 +14,18 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from osteo_batch.errors import is_user_error
+from osteo_batch.errors import InternalError, is_user_error
 from osteo_batch.run import shards as score_stages
 from osteo_batch.run import stages
 from osteo_batch.run.context import RunContext
 from osteo_batch.run.nightly import new_run_id, run_nightly
 from osteo_batch.settings import Settings, load_settings
+
+
+class ShardRunsFailedError(InternalError, RuntimeError):
+    """Shard runs on the work pool that did not complete: their workers' logs say why."""
+
+    code = "shard_runs_failed"
 
 
 def _worth_retrying(task, task_run, state) -> bool:
@@ -129,8 +135,8 @@ def score_on_work_pool(ctx: RunContext, deployment: str) -> dict[str, Any]:
                 failed.append(i)
     loaded = score_load(ctx, [])
     if failed:
-        raise RuntimeError(f"score shards {failed} of {len(runs)} did not complete (see their flow runs); "
-                           "their finished parts are loaded and the next run scores the rest")
+        raise ShardRunsFailedError(f"score shards {failed} of {len(runs)} did not complete (see their flow runs); "
+                                   "their finished parts are loaded and the next run scores the rest")
     return {**score_stages.score_summary(planned, loaded), "seconds": round(time.monotonic() - t0, 2)}
 
 

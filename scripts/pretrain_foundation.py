@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-#: The pretraining cohort's seed; tests/test_foundation.py checks no other cohort draws it.
+#: The pretraining cohort's seed; tests/models/test_foundation.py checks no other cohort draws it.
 PRETRAIN_SEED = 31_415_926
 
 

@@ -10,8 +10,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
+
+# The hostile case generators (tests/hostile/cases*.py) serve tests across the tree, by name.
+_HOSTILE = str(Path(__file__).resolve().parent / "hostile")
+if _HOSTILE not in sys.path:
+    sys.path.append(_HOSTILE)
 
 # Prefect must be configured before it is imported anywhere (see flows/env.py).
 _PREFECT_HOME = tempfile.mkdtemp(prefix="osteo-prefect-")

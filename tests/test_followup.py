@@ -16,7 +16,7 @@ from osteo_batch import pipeline
 from osteo_batch.store import Store
 from osteo_batch.followup.exclusions import Exclusions, exclusion_for
 
-from test_cli import cli, one_line_error
+from cli_run import cli, one_line_error
 
 TODAY = dt.date(2026, 11, 25)
 _WITHOUT: list[str] = []

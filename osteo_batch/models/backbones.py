@@ -91,6 +91,12 @@ class WeightsError(UserError, ValueError):
     code = "weights_unusable"
 
 
+class WeightsNotFoundError(WeightsError, FileNotFoundError):
+    """No weights file where ``--weights`` points."""
+
+    code = "weights_not_found"
+
+
 def list_backbones() -> list[str]:
     return sorted(REGISTRY)
 
@@ -122,7 +128,7 @@ def resolve_weights(path: str | Path) -> Path:
     if p.is_dir():
         p = p / "model.safetensors"
     if not p.is_file():
-        raise FileNotFoundError(f"backbone weights not found at {p}; give a .safetensors file or a folder holding model.safetensors")
+        raise WeightsNotFoundError(f"backbone weights not found at {p}; give a .safetensors file or a folder holding model.safetensors")
     if p.suffix != ".safetensors":
         raise WeightsError(f"backbone weights {p.name}: only .safetensors is loaded (pickle files can run code); "
                            "convert it first", code="weights_not_safetensors")

@@ -62,7 +62,8 @@ def read_hf_config(folder: str | Path) -> dict[str, Any]:
 
     p = Path(folder) / "config.json"
     if not p.is_file():
-        raise FileNotFoundError(f"{folder}: no config.json; give the folder of a Hugging Face Dinov2 checkpoint")
+        raise HFCheckpointError(f"{folder}: no config.json; give the folder of a Hugging Face Dinov2 checkpoint",
+                                code="hf_config_missing")
     cfg = json.loads(p.read_text())
     if cfg.get("model_type") not in ("dinov2", "dinov2_with_registers"):
         raise HFCheckpointError(f"{folder}: model_type {cfg.get('model_type')!r} is not a Dinov2 checkpoint")
@@ -73,7 +74,8 @@ def load_hf_weights(module: HFDinov2Classifier, folder: str | Path) -> None:
     """Load a local safetensors checkpoint into ``module.backbone`` (offline, strict)."""
     _, model_cls = _classes(read_hf_config(folder))
     if not (Path(folder) / "model.safetensors").is_file():
-        raise FileNotFoundError(f"{folder}: no model.safetensors (pickle checkpoints are not loaded)")
+        raise HFCheckpointError(f"{folder}: no model.safetensors (pickle checkpoints are not loaded)",
+                                code="hf_weights_missing")
     src = model_cls.from_pretrained(str(folder), local_files_only=True, use_safetensors=True)
     module.backbone.load_state_dict(src.state_dict(), strict=True)
 

@@ -29,7 +29,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, JPEG2000Lossless
 from dicom_factory import dataset, ramp, write
 from osteo_batch.reasons import DESCRIPTIONS, Reason
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 RUN_DATE = dt.date(2025, 7, 1)  # every study below is dated 2025-06-01 unless it is the study-date case
 
 
@@ -234,30 +234,30 @@ def test_the_good_image_is_scored_and_its_copy_stays_a_duplicate(night):
 
 # ------------------------------------------------------------------ every code has a test
 
-HERE = "tests/dicom/test_reason_codes.py"
+HERE = "tests/test_reasons.py"
 #: Code -> the test files that trigger it through the real sweep, the real pixel reader or the real scoring
 #: (this file first where it does; the others checked by reading them).
 COVERED_BY: dict[str, tuple[str, ...]] = {
-    "not_dicom": (HERE, "tests/test_sweep.py", "tests/hostile/test_headers_hostile.py"),
-    "empty_file": (HERE, "tests/test_sweep.py"),
-    "truncated": (HERE, "tests/test_sweep.py", "tests/hostile/test_headers_hostile.py"),
-    "unreadable": (HERE, "tests/hostile/test_pixels_hostile.py"),
-    "no_pixel_data": (HERE, "tests/test_headers.py"),
-    "not_an_image_sop_class": (HERE, "tests/test_headers.py"),
-    "missing_sop_instance_uid": (HERE, "tests/test_headers.py"),
+    "not_dicom": (HERE, "tests/archive/test_sweep.py", "tests/dicom/test_headers_hostile.py"),
+    "empty_file": (HERE, "tests/archive/test_sweep.py"),
+    "truncated": (HERE, "tests/archive/test_sweep.py", "tests/dicom/test_headers_hostile.py"),
+    "unreadable": (HERE, "tests/dicom/test_pixels_hostile.py"),
+    "no_pixel_data": (HERE, "tests/dicom/test_headers.py"),
+    "not_an_image_sop_class": (HERE, "tests/dicom/test_headers.py"),
+    "missing_sop_instance_uid": (HERE, "tests/dicom/test_headers.py"),
     "unsupported_transfer_syntax": (HERE, "tests/hostile/cases_pixels.py"),
-    "pixels_inconsistent_with_header": (HERE, "tests/test_headers.py", "tests/test_pixels.py"),
-    "image_too_large": (HERE, "tests/test_headers.py", "tests/hostile/test_pixels_hostile.py"),
-    "pixel_decode_failed": (HERE, "tests/test_pixels.py", "tests/hostile/test_pixels_hostile.py"),
-    "blank_image": (HERE, "tests/test_pixels.py"),
-    "duplicate_sop_instance_uid": (HERE, "tests/test_sweep.py", "tests/hostile/test_headers_hostile.py"),
-    "awaiting_score": (HERE, "tests/test_sweep.py"),
-    "outside_archive": (HERE, "tests/hostile/test_pixels_hostile.py"),
-    "not_regular_file": (HERE, "tests/hostile/test_pixels_hostile.py"),
-    "decompression_bomb": (HERE, "tests/hostile/test_headers_hostile.py", "tests/hostile/cases_pixels.py"),
-    "decode_timeout": (HERE, "tests/hostile/test_pixels_hostile.py"),
+    "pixels_inconsistent_with_header": (HERE, "tests/dicom/test_headers.py", "tests/dicom/test_pixels.py"),
+    "image_too_large": (HERE, "tests/dicom/test_headers.py", "tests/dicom/test_pixels_hostile.py"),
+    "pixel_decode_failed": (HERE, "tests/dicom/test_pixels.py", "tests/dicom/test_pixels_hostile.py"),
+    "blank_image": (HERE, "tests/dicom/test_pixels.py"),
+    "duplicate_sop_instance_uid": (HERE, "tests/archive/test_sweep.py", "tests/dicom/test_headers_hostile.py"),
+    "awaiting_score": (HERE, "tests/archive/test_sweep.py"),
+    "outside_archive": (HERE, "tests/dicom/test_pixels_hostile.py"),
+    "not_regular_file": (HERE, "tests/dicom/test_pixels_hostile.py"),
+    "decompression_bomb": (HERE, "tests/dicom/test_headers_hostile.py", "tests/hostile/cases_pixels.py"),
+    "decode_timeout": (HERE, "tests/dicom/test_pixels_hostile.py"),
     "read_timeout": ("tests/archive/test_sweep_timeouts.py",),
-    "ineligible:study_date": (HERE, "tests/test_study_dates.py"),
+    "ineligible:study_date": (HERE, "tests/archive/test_eligibility_study_dates.py"),
 }
 #: Codes in the vocabulary that no code path produces yet, so no file can trigger them (say why).
 NOT_PRODUCED: dict[str, str] = {}

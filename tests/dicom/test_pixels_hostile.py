@@ -38,7 +38,7 @@ PEAK_MB = 300  # the bombs claim gigabytes to terabytes; reading all of them mus
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(HERE), str(HERE.parent), str(ROOT), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE), str(HERE.parent), str(HERE.parent / "hostile"), str(ROOT), env.get("PYTHONPATH", "")])
     return env
 
 
@@ -115,7 +115,7 @@ def test_the_header_limits_are_checked_again_when_the_pixels_are_read(tmp_path):
 
 
 def test_a_codestream_claiming_a_little_more_stays_inconsistent_not_a_bomb(tmp_path):
-    """Inside the sweep's limits a size disagreement is a damaged file (the reason tests/test_pixels.py expects)."""
+    """Inside the sweep's limits a size disagreement is a damaged file (the reason tests/dicom/test_pixels.py expects)."""
     from pydicom.uid import JPEG2000Lossless
 
     from osteo_batch.dicom.pixels import load_image

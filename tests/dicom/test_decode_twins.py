@@ -13,15 +13,7 @@ from osteo_batch.dicom.headers import read_header
 from osteo_batch.dicom.pixels import load_image
 from osteo_batch.worklist import display_name
 
-REFERENCE = "MR_small.dcm"  # explicit VR little endian, signed 16-bit
-TWINS = [
-    "MR_small_implicit.dcm",  # implicit VR little endian
-    "MR_small_bigendian.dcm",  # explicit VR big endian
-    "MR_small_expb.dcm",
-    "MR_small_RLE.dcm",  # RLE lossless
-    "MR_small_jp2klossless.dcm",  # JPEG 2000 lossless
-    "MR_small_jpeg_ls_lossless.dcm",  # JPEG-LS lossless
-]
+from pydicom_twins import REFERENCE, TWINS
 
 
 def _file(name):

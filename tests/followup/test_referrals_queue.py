@@ -155,7 +155,7 @@ def test_a_queued_file_this_process_may_not_read_is_set_aside(tmp_path):
     cmd = [sys.executable, "-c", script, str(work)]
     if os.geteuid() == 0:
         cmd = [setpriv, "--bounding-set", "-dac_override,-dac_read_search", *cmd]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=Path(referrals.__file__).parents[1])
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=Path(referrals.__file__).parents[2])
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout.splitlines()[-1]) == {"recorded": 0, "quarantined": {"unreadable": 1}}
     assert (work / "referral-queue" / "quarantine" / f.name).exists() and not f.exists()

@@ -136,7 +136,7 @@ def test_a_bad_time_zone_is_a_one_line_error(tmp_path, value):
 
 
 def test_the_cli_says_a_bad_time_zone_in_one_line(tmp_path):
-    from test_cli import cli, one_line_error
+    from cli_run import cli, one_line_error
 
     cfg = tmp_path / "site.toml"
     cfg.write_text('[archive]\ntimezone = "Mars/Olympus_Mons"\n')

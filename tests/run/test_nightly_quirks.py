@@ -19,7 +19,7 @@ from osteo_batch.reasons import Reason
 from osteo_batch.store import Store
 
 from dicom_factory import dataset, ramp, write
-from test_decoding_twins import REFERENCE, TWINS
+from pydicom_twins import REFERENCE, TWINS
 
 RULES = """
 [[rule]]

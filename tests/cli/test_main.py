@@ -9,19 +9,7 @@ from pathlib import Path
 
 from osteo_batch.store import Store
 
-EXE = str(Path(sys.executable).parent / "osteo-batch")
-
-
-def cli(*args, cwd=None, timeout=600):
-    return subprocess.run([EXE, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=timeout)
-
-
-def one_line_error(p):
-    assert p.returncode == 2, p.stderr
-    lines = [l for l in p.stderr.splitlines() if l.strip()]
-    assert len(lines) == 1 and re.match(r"osteo-batch( \w+)?: error: ", lines[0]), p.stderr
-    assert "Traceback" not in p.stderr
-    return lines[0]
+from cli_run import EXE, cli, one_line_error  # noqa: F401
 
 
 def test_help_reads_well():

@@ -28,7 +28,7 @@ import pytest
 
 from osteo_batch.store import Store
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 HOLD = textwrap.dedent("""
     import sys, time, duckdb
     con = duckdb.connect(sys.argv[1])       # another writer: a nightly run, a notebook
@@ -42,7 +42,7 @@ WRAP = f"HOLD = {HOLD!r}\nHERE = {str(Path(__file__).resolve().parent)!r}\n" + t
     import subprocess, sys
     from pathlib import Path
     sys.path.insert(0, HERE)
-    from test_disk_faults import fill as fill_file  # the same filler the tests use in-process
+    from test_disk import fill as fill_file  # the same filler the tests use in-process
     from osteo_batch import cli, pipeline
     from osteo_batch.scoring import score as scoring
     fault, where, target, argv = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]

@@ -12,7 +12,7 @@ import pytest
 from osteo_batch.foundations import PHANTOM
 from osteo_batch.models.digest import sha256_file
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_manifest_matches_the_shipped_file():

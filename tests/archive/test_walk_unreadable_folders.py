@@ -9,7 +9,7 @@ import sys
 
 from cases import MARKER, planted
 from dicom_factory import dataset, write
-from test_archive_hostile import _without_root_file_powers
+from test_walk_hostile import _without_root_file_powers
 
 
 def test_a_folder_that_cannot_be_listed_is_reported_on_the_console_and_the_run_page(tmp_path, cohort_dir, tiny_model):
