@@ -1,6 +1,6 @@
 -- This run's pending images, each with its shard: the first 8 bytes of the
 -- SHA-256 of its SOP Instance UID, modulo the shard count (the same number
--- osteo_batch.scoring.tensors.shard_of computes), in a stable order.
+-- osteo_batch.scoring.sharding.shard_of computes), in a stable order.
 SELECT path, sop_instance_uid, patient_id,
        CAST(CAST(('0x' || left(sha256(sop_instance_uid), 16)) AS UBIGINT) % CAST($n_shards AS UBIGINT) AS INTEGER) AS shard
 FROM instances

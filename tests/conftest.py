@@ -68,6 +68,14 @@ def tiny_model(cohort_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def followup_night(cohort_dir, tiny_model, tmp_path_factory):
+    """The run ``night1`` that follow-up, worklist-site and run-page tests share (read-only: see followup_store)."""
+    from followup_store import build_night
+
+    return build_night(cohort_dir, tiny_model, tmp_path_factory.mktemp("followup"))
+
+
+@pytest.fixture(scope="session")
 def prefect_server():
     from prefect.testing.utilities import prefect_test_harness
 

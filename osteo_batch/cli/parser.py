@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from osteo_batch.cli import followup, models, run
+from osteo_batch.models.labels import SITES
 
 DEFAULT_WORKDIR = "osteo-work"
 EPILOG = "Screening aid, not a diagnosis: DXA confirms osteoporosis, and a low score never rules it out."
@@ -145,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--calibration", choices=("platt", "isotonic"),
                    help="fit this calibration, the threshold and the bands on part of the held-out women; "
                         "every figure on the card then comes from the rest (a test split)")
-    t.add_argument("--label-sites", default="t_lumbar_spine,t_femoral_neck,t_total_hip",
+    t.add_argument("--label-sites", default=",".join(SITES),
                    help="DXA sites whose minimum T-score sets the WHO label (default: all three)")
     t.add_argument("--epochs", type=int, default=20)
     t.add_argument("--seed", type=int, default=0)

@@ -1,7 +1,7 @@
 """Scoring: pending images through the model in shards, to Parquet, then into the store.
 
 The unit of work is a shard: a deterministic share of the pending images (a
-hash of the SOP Instance UID picks shard i of n, :func:`osteo_batch.scoring.tensors.shard_of`).
+hash of the SOP Instance UID picks shard i of n, :func:`osteo_batch.scoring.sharding.shard_of`).
 A shard runs in one process on one device, reads its share from the run's
 plan (a Parquet file, so a shard on another machine needs no database), and
 writes Parquet part files, one per batch group of ``commit_every`` images,
@@ -36,7 +36,8 @@ from typing import Callable
 
 from osteo_batch.models import calibrate
 from osteo_batch.models.model import LoadedModel, normalise
-from osteo_batch.scoring.tensors import DicomDataset, Item, make_loader, shard_of
+from osteo_batch.scoring.sharding import shard_of
+from osteo_batch.scoring.tensors import DicomDataset, Item, make_loader
 
 log = logging.getLogger("osteo_batch.scoring.score")
 

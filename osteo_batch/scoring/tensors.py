@@ -107,10 +107,3 @@ def make_loader(dataset: DicomDataset, *, batch_size: int, workers: int, pin_mem
         dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
         pin_memory=pin_memory, **kw,
     )
-
-
-def shard_of(sop_instance_uid: str, n_shards: int) -> int:
-    """Deterministic shard of an image: a hash of its SOP Instance UID."""
-    import hashlib
-
-    return int.from_bytes(hashlib.sha256(sop_instance_uid.encode()).digest()[:8], "big") % n_shards

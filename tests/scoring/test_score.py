@@ -52,7 +52,7 @@ def test_dataloader_workers_decode_each_image_exactly_once(cohort_dir):
 
 def test_shards_partition_the_plan_deterministically(tmp_path, cohort_dir, tiny_model):
     from osteo_batch.scoring.score import plan, plan_items
-    from osteo_batch.scoring.tensors import shard_of
+    from osteo_batch.scoring.sharding import shard_of
 
     s = _swept(tmp_path / "w", cohort_dir, tiny_model)
     with pipeline.open_store(s) as st:
