@@ -1,6 +1,6 @@
 import os
 
-from osteo_batch.archive import walk
+from osteo_batch.archive.walk import walk
 
 
 def test_every_regular_file_once_and_no_symlink_loops(tmp_path):
