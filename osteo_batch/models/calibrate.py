@@ -52,7 +52,7 @@ def fit(method: str, p: np.ndarray, y: np.ndarray) -> dict[str, Any]:
         raise CalibrationError(f"calibration method {method!r}: use one of {', '.join(METHODS)}",
                                code="unknown_calibration_method")
     try:
-        return _fit(method, np.asarray(p, dtype=float), np.asarray(y))
+        return _fit(method, np.asarray(p), np.asarray(y))  # the caller's dtype: float32 scores fit as before
     except ValueError as e:  # scikit-learn refuses the data (one class, no rows)
         raise CalibrationError(f"{method} calibration could not be fitted on {len(p)} scores "
                                f"({str(e).splitlines()[0][:120]}); bring pairs with and without osteoporosis") from None
