@@ -9,8 +9,9 @@ repo="$(cd "$(dirname "$0")/.." && pwd)"
 scratch="${1:-$(mktemp -d /tmp/osteo-wheel-XXXXXX)}"
 mkdir -p "$scratch"
 cd "$scratch"
-echo "check_wheel: building the wheel from $repo" >&2
-python3 -m pip wheel --no-deps -q -w dist "$repo"
+echo "check_wheel: building the wheel from $repo (HEAD, as a release does from a clean clone)" >&2
+rm -rf src && git clone -q "$repo" src  # no build/ left from an earlier build can slip stale modules in
+python3 -m pip wheel --no-deps -q -w dist ./src
 whl="$(ls dist/osteo_batch-*.whl)"
 echo "check_wheel: $(unzip -Z1 "$whl" | cut -d/ -f1 | sort -u | tr '\n' ' ')" >&2
 python3 -m venv venv

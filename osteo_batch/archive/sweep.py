@@ -32,6 +32,7 @@ from osteo_batch.dicom.headers import HeaderResult, read_header
 from osteo_batch.archive.eligibility import STUDY_DATE_REASON, Rules, load_rules, study_date_params
 from osteo_batch.reasons import Reason
 from osteo_batch.store import Store
+from osteo_batch.timeouts import ItemTimeout, time_limit
 
 #: Below this many files, a process pool costs more than it saves.
 _PARALLEL_MIN = 256
@@ -73,8 +74,6 @@ HEADER_TIMEOUT_S = 60.0
 
 def _read_one(path: str, roots: tuple[str, ...] | None, limit_s: float | None) -> HeaderResult:
     """One header, within ``limit_s`` (``read_timeout`` past it); the worker goes on with the next."""
-    from osteo_batch.timeouts import ItemTimeout, time_limit
-
     try:
         with time_limit(limit_s):
             return read_header(path, roots=roots)

@@ -147,7 +147,7 @@ def instance_counts(settings) -> dict[str, Any]:
 
 
 #: The nightly stages in order: archive -> instances -> scores -> explanations -> worklist.
-#: The one place the order is written (the run page and the Prefect flow read it from here).
+#: The one place the order is written (the run page lists stages in the order they ran).
 STAGES: dict[str, Callable[[RunContext], dict[str, Any]]] = {
     "dxa": load_dxa_stage,
     "sweep": sweep_stage,
@@ -155,4 +155,3 @@ STAGES: dict[str, Callable[[RunContext], dict[str, Any]]] = {
     "explain": explain_stage,
     "worklist": worklist_stage,
 }
-STAGE_ORDER: tuple[str, ...] = tuple(STAGES)
