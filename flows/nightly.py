@@ -150,6 +150,12 @@ def worklist(ctx: RunContext) -> dict[str, Any]:
     return stages.worklist_stage(ctx)
 
 
+@task(name="results", retries=2, retry_delay_seconds=5, retry_condition_fn=_worth_retrying,
+      task_run_name="results-{ctx.run_id}")
+def results(ctx: RunContext) -> dict[str, Any]:
+    return stages.results_stage(ctx)
+
+
 @flow(name="nightly_screening")
 def nightly_screening(
     archive: str | None = None,
@@ -165,6 +171,9 @@ def nightly_screening(
     distributed: bool = False,
     shard_deployment: str | None = None,
     compile: bool | None = None,
+    pacs: str | None = None,
+    since: str | None = None,
+    send_results: bool | None = None,
     settings: Settings | None = None,
 ) -> dict[str, Any]:
     """Sweep the archive, score what is new, explain the flagged, write the worklist.
@@ -187,12 +196,17 @@ def nightly_screening(
     library_logs()
     log = get_run_logger()
     named = dict(archive=archive, workdir=workdir, model_dir=model_dir, dxa_csv=dxa_csv, config=config,
-                 workers=workers, batch_size=batch_size, device=device, shards=shards, compile=compile)
+                 workers=workers, batch_size=batch_size, device=device, shards=shards, compile=compile,
+                 pacs_url=pacs, since=since, send_results=send_results)
     if settings is None:
-        if not workdir or not archive:
+        if not workdir or not (archive or pacs or config):
             from osteo_batch.settings import SettingsError
 
-            raise SettingsError("the nightly flow needs archive and workdir (or settings)")
+            raise SettingsError("the nightly flow needs workdir and archive or pacs (or settings)")
+        if since:
+            from osteo_batch.pacs.config import parse_since
+
+            named["since"] = parse_since(since)
         settings = load_settings(config, **{k: v for k, v in named.items() if k != "config"})
     elif any(v is not None for v in named.values()):
         from osteo_batch.settings import SettingsError
@@ -202,7 +216,8 @@ def nightly_screening(
         score_fn = lambda ctx: score_on_work_pool(ctx, shard_deployment)  # noqa: E731
     else:
         score_fn = score_distributed if distributed else score
-    tasks = {"dxa": load_dxa, "sweep": sweep, "score": score_fn, "explain": explain, "worklist": worklist}
+    tasks = {"dxa": load_dxa, "sweep": sweep, "score": score_fn, "explain": explain, "worklist": worklist,
+             "results": results}
     summary = run_nightly(
         settings, run_id or new_run_id(), stages=tasks,
         on_stage=lambda name, out: log.info("%s: %s", name, _counts(out)),
@@ -226,8 +241,8 @@ def with_ray(address: str | None = None, **init_kwargs: Any):
     return nightly_screening.with_options(task_runner=RayTaskRunner(address=address, init_kwargs=init_kwargs or None))
 
 
-def serve(archive: str, workdir: str, *, cron: str, model_dir: str | None = None, dxa_csv: str | None = None,
-          config: str | None = None) -> None:
+def serve(archive: str | None, workdir: str, *, cron: str, model_dir: str | None = None, dxa_csv: str | None = None,
+          config: str | None = None, pacs: str | None = None, since: str | None = None) -> None:
     """Serve the flow as a deployment on a cron schedule (needs `prefect server start`).
 
     At most one run at a time: a run that comes due while another is still
@@ -240,5 +255,6 @@ def serve(archive: str, workdir: str, *, cron: str, model_dir: str | None = None
         name="nightly",
         cron=cron,
         global_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
-        parameters={"archive": archive, "workdir": workdir, "model_dir": model_dir, "dxa_csv": dxa_csv, "config": config},
+        parameters={"archive": archive, "workdir": workdir, "model_dir": model_dir, "dxa_csv": dxa_csv, "config": config,
+                    "pacs": pacs, "since": since},
     )

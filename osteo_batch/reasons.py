@@ -34,6 +34,10 @@ class Reason(str, Enum):
     DECOMPRESSION_BOMB = "decompression_bomb"
     READ_TIMEOUT = "read_timeout"
     DECODE_TIMEOUT = "decode_timeout"
+    RETRIEVE_FAILED = "retrieve_failed"  # PACS: the retrieval failed (refused, dropped); retried next night
+    RETRIEVE_TIMEOUT = "retrieve_timeout"  # PACS: no answer in time; retried next night
+    RETRIEVE_GONE = "retrieve_gone"  # PACS: listed, then gone when retrieved; retried while listed
+    OWN_OBJECT = "osteo_batch_result"  # our own SR or heat map, back from the PACS: never scored
     STUDY_DATE = "ineligible:study_date"  # built-in eligibility check, see osteo_batch.archive.eligibility
 
     def __str__(self) -> str:  # so f-strings and Arrow columns get the code
@@ -63,6 +67,13 @@ DESCRIPTIONS: dict[str, str] = {
     Reason.DECOMPRESSION_BOMB.value: "compressed data that would inflate beyond what the header's image size justifies",
     Reason.READ_TIMEOUT.value: "the header could not be read in the time allowed (a hung mount or a file that blocks)",
     Reason.DECODE_TIMEOUT.value: "the pixels could not be decoded in the time allowed for one image",
+    Reason.RETRIEVE_FAILED.value: "the PACS listed the instance but its retrieval failed (refused or broken off); "
+                                  "retried the next night",
+    Reason.RETRIEVE_TIMEOUT.value: "the PACS did not deliver the instance in the time allowed; retried the next night",
+    Reason.RETRIEVE_GONE.value: "the PACS listed the instance, then no longer had it when it was retrieved "
+                                "(deleted in between); retried while the PACS lists it",
+    Reason.OWN_OBJECT.value: "one of osteo-batch's own results sent back to the PACS (risk SR or heat map), "
+                             "recognised by SOP class and manufacturer: never scored",
     Reason.STUDY_DATE.value: "study date after the run date (archive's local date), before 1900, or unparseable: "
                              "the age cannot be trusted; listed for the PACS administrator",
 }

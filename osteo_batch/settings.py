@@ -10,8 +10,6 @@ instead of listing everyone (NaN) or no one.
 from __future__ import annotations
 
 import datetime as dt
-import json
-import math
 import os
 import tomllib
 from dataclasses import asdict, dataclass
@@ -19,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from osteo_batch.errors import UserError
+from osteo_batch.setting_checks import Spec as _Spec, show as _show
 from osteo_batch.followup import exclusions as _excl
 
 STORE_FILE = "osteo.duckdb"
@@ -60,6 +59,11 @@ class Settings:
     store_wait_s: float = 60.0
     timezone: str | None = None  # the archive's IANA time zone ([archive] timezone); None: this machine's
     allowed_roots: tuple[str, ...] = ()  # [archive] allowed_roots: folders outside the archive links may lead into
+    pacs: Any = None  # the archive as a PACS (osteo_batch.pacs.config.PacsSettings), instead of ``archive``
+    send_results: bool = False  # store one SR per scored image back to the source PACS
+    allow_phantom_results: bool = False  # ... even from a model trained on phantoms only (test PACSes)
+    fhir_url: str | None = None  # POST each run's FHIR Bundle here
+    fhir_system: str = "urn:osteo-batch:patient-id"  # identifier system of the patients' IDs in FHIR
 
     def __post_init__(self) -> None:
         # Every number, flag and word is checked here, against _SPECS, however the
@@ -70,6 +74,15 @@ class Settings:
             if not spec.ok(v):
                 flag = f" ({_FLAGS[key]} {_show(v)})" if key in _FLAGS else ""
                 raise SettingsError(f"{key} = {_show(v)}{flag} must be {spec.wants()}")
+        if self.archive is not None and self.pacs is not None:
+            raise SettingsError("give the archive as a folder (--archive) or a PACS (--pacs), not both")
+        if self.pacs is not None:
+            from osteo_batch.pacs.config import PacsSettings
+
+            if not isinstance(self.pacs, PacsSettings):
+                raise SettingsError("pacs must be a PacsSettings (osteo_batch.pacs.config)")
+        if self.fhir_url is not None and not str(self.fhir_url).startswith(("http://", "https://")):
+            raise SettingsError(f"--fhir {_show(self.fhir_url)} must be an http:// or https:// URL")
 
     def zone(self) -> dt.tzinfo | None:
         """The archive's time zone (None: this machine's local time zone)."""
@@ -142,7 +155,8 @@ class Settings:
 
         return ScoreOptions(batch_size=self.batch_size, workers=self.workers, device=device or self.device,
                             precision=self.precision, compile=self.compile, commit_every=self.commit_every,
-                            roots=self.archive_roots())
+                            roots=self.archive_roots(), pacs=self.pacs,
+                            spool_dir=str(self.workdir / "spool") if self.pacs is not None else None)
 
     def archive_roots(self) -> tuple[str, ...]:
         """The resolved archive root and ``[archive] allowed_roots``: the only places a file is opened
@@ -151,8 +165,15 @@ class Settings:
 
         return real_roots(self.archive, self.allowed_roots) if self.archive else ()
 
+    @property
+    def source(self) -> str | None:
+        """The archive as the store and the pages show it: its folder, or the PACS URL without credentials."""
+        return self.pacs.display if self.pacs is not None else (str(self.archive) if self.archive else None)
+
     def to_json(self) -> dict[str, Any]:
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+        d = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+        d["pacs"] = self.pacs.to_json() if self.pacs is not None else None
+        return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Settings":
@@ -160,6 +181,10 @@ class Settings:
         def back(k: str, v: Any) -> Any:
             if v is None:
                 return v
+            if k == "pacs":
+                from osteo_batch.pacs.config import PacsSettings
+
+                return PacsSettings.from_json(v)
             if k in _PATH_KEYS:
                 return Path(v)
             return tuple(v) if isinstance(v, list) else v
@@ -183,49 +208,6 @@ def _zone(name: str) -> dt.tzinfo:
 _PATH_KEYS = {"workdir", "archive", "model_dir", "dxa_csv", "rules_file", "config_file", "known_conditions_csv"}
 
 
-@dataclass(frozen=True)
-class _Spec:
-    """A setting's type and allowed values: the one table every setting is checked against.
-
-    Types are strict, as TOML writes them: an ``int`` is a TOML integer (not
-    ``2.7``, ``2.0``, ``"4"`` or ``true``), a ``float`` a finite number (an
-    integer will do; not a bool, NaN or inf), a ``bool`` a TOML boolean (not
-    ``"no"``, which ``bool()`` would read as true), a ``str`` a TOML string.
-    """
-
-    kind: type  # int, float, bool or str
-    ge: float | None = None  # value >= ge
-    gt: float | None = None  # value > gt
-    lt: float | None = None  # value < lt
-    choices: tuple[str, ...] = ()
-    optional: bool = False  # None (unset) is allowed
-    note: str = ""  # what a boundary value means, for the message
-
-    def ok(self, v: Any) -> bool:
-        if v is None:
-            return self.optional
-        if self.kind is bool:
-            return isinstance(v, bool)
-        if self.kind is str:
-            return isinstance(v, str) and (not self.choices or v in self.choices)
-        if isinstance(v, bool) or not isinstance(v, (int, float) if self.kind is float else int):
-            return False
-        if not math.isfinite(v):
-            return False
-        return ((self.ge is None or v >= self.ge) and (self.gt is None or v > self.gt)
-                and (self.lt is None or v < self.lt))
-
-    def wants(self) -> str:
-        if self.kind is bool:
-            return "true or false"
-        if self.kind is str:
-            return ("one of " + ", ".join(f'"{c}"' for c in self.choices)) if self.choices else "text"
-        bounds = [f">= {self.ge:g}" if self.ge is not None else "", f"> {self.gt:g}" if self.gt is not None else "",
-                  f"< {self.lt:g}" if self.lt is not None else ""]
-        what = "a whole number" if self.kind is int else "a number"
-        return " ".join([what, " and ".join(b for b in bounds if b)]) + (f" ({self.note})" if self.note else "")
-
-
 _COUNT1, _COUNT0, _DAYS = _Spec(int, ge=1), _Spec(int, ge=0), _Spec(int, ge=0, note="days")
 #: Every setting that is a number, a flag or a word, with its range, for Settings.__post_init__.
 _SPECS: dict[str, _Spec] = {
@@ -235,7 +217,8 @@ _SPECS: dict[str, _Spec] = {
     # A config file's threshold is held to (0, 1): _RUN_KEYS below.
     "threshold": _Spec(float, ge=0, lt=1, optional=True, note="0 lists every scored patient"),
     "store_wait_s": _Spec(float, ge=0, note="seconds"),
-    "compile": _Spec(bool), "device": _Spec(str), "precision": _Spec(str, choices=("auto", "fp32", "bf16")),
+    "compile": _Spec(bool), "send_results": _Spec(bool), "allow_phantom_results": _Spec(bool),
+    "fhir_system": _Spec(str), "device": _Spec(str), "precision": _Spec(str, choices=("auto", "fp32", "bf16")),
     **{k: _DAYS for k in ("dxa_lookback_days", "dxa_lookback_days_near", "referred_days", "declined_days",
                           "unreachable_days", "dxa_done_days")},
 }
@@ -256,21 +239,6 @@ _WORKLIST_KEYS: dict[str, _Spec] = {
 }
 
 
-def _show(v: Any) -> str:
-    """A setting's value as TOML writes it, short and free of control characters, for a message."""
-    from osteo_batch.text import clean_cell
-
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        t = json.dumps(clean_cell(v), ensure_ascii=False)
-    elif isinstance(v, float):
-        t = repr(v) if math.isfinite(v) else ("nan" if v != v else ("inf" if v > 0 else "-inf"))
-    else:
-        t = clean_cell(repr(v))
-    return t if len(t) <= 40 else t[:37] + "..."
-
-
 def _folder_list(v: Any) -> tuple[str, ...]:
     if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
         raise ValueError(v)
@@ -278,7 +246,10 @@ def _folder_list(v: Any) -> tuple[str, ...]:
 
 
 _folder_list.__name__ = 'list of folder paths, like ["/mnt/pacs2"]'
-_ARCHIVE_KEYS = {"timezone": str, "allowed_roots": _folder_list}
+_ARCHIVE_KEYS = {"timezone": str, "allowed_roots": _folder_list, "path": str}
+#: ``[results]``: what goes back, and where.
+_RESULTS_KEYS = {"send": _Spec(bool), "allow_phantom_results": _Spec(bool), "fhir_url": _Spec(str),
+                 "fhir_system": _Spec(str)}
 
 
 def _allowed_roots(roots: Any, base: Path | None) -> tuple[str, ...]:
@@ -332,6 +303,10 @@ def _typed_table(doc: dict[str, Any], name: str, keys: dict[str, Any], fname: st
     return out
 
 
+#: Overrides that set the PACS source (``--pacs``, ``--since``, ``--calling-aet``), not Settings fields.
+_PACS_FLAGS = ("pacs_url", "since", "calling_aet")
+
+
 def load_settings(config: str | os.PathLike | None, **overrides: Any) -> Settings:
     """Settings from an optional TOML file (``[run]``, ``[worklist]``, ``[archive]`` tables, ``[sites]``,
     ``[[rule]]`` entries), then overrides."""
@@ -358,6 +333,16 @@ def load_settings(config: str | os.PathLike | None, **overrides: Any) -> Setting
                 values["allowed_roots"] = _allowed_roots(archive_table["allowed_roots"], p.parent)
             except SettingsError as e:
                 raise SettingsError(f"config file {p.name}: {e}") from None
+        if "path" in archive_table:  # the source in the file; --archive or --pacs overrides it
+            values["archive"] = p.parent / archive_table["path"]
+        if "pacs" in doc:
+            from osteo_batch.pacs.config import pacs_from_table
+
+            if not isinstance(doc["pacs"], dict):
+                raise SettingsError(f"config file {p.name}: 'pacs' must be a table ([pacs])")
+            values["pacs_table"] = pacs_from_table(doc["pacs"], p.parent)
+        for k, val in _typed_table(doc, "results", _RESULTS_KEYS, p.name).items():
+            values[{"send": "send_results"}.get(k, k)] = val
         for k, val in _typed_table(doc, "worklist", _WORKLIST_KEYS, p.name).items():
             if k == "known_conditions":
                 values["known_conditions_csv"] = (p.parent / val) if not Path(val).is_absolute() else Path(val)
@@ -371,7 +356,10 @@ def load_settings(config: str | os.PathLike | None, **overrides: Any) -> Setting
         if "rule" in doc:
             rules_file = p
         values["config_file"] = p
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    values.update({k: v for k, v in overrides.items() if v is not None and k not in _PACS_FLAGS})
+    from osteo_batch.pacs.config import source_values
+
+    source_values(values, overrides)
     for k in _PATH_KEYS & values.keys():
         values[k] = Path(values[k])
     if rules_file and "rules_file" not in values:

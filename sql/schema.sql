@@ -158,3 +158,38 @@ CREATE TABLE IF NOT EXISTS worklist_entries (
     flagged_on       DATE NOT NULL,
     PRIMARY KEY (run_id, patient_id)
 );
+
+-- A PACS source (osteo_batch.pacs): where the last complete query ended, per PACS
+-- (source: its URL as shown, never with credentials). A night resumes from here,
+-- with an overlap ([pacs] overlap_days) and a look-back for late arrivals.
+CREATE TABLE IF NOT EXISTS pacs_state (
+    source           VARCHAR PRIMARY KEY,
+    complete_through DATE NOT NULL,   -- every study-date window up to this day was queried completely
+    run_id           VARCHAR NOT NULL,
+    updated_at       TIMESTAMP NOT NULL
+);
+
+-- The studies a PACS listed, with how many instances it said they hold: a study
+-- listed again with the same count is not asked for its metadata again, and a
+-- study no longer listed in a window queried tonight has its rows removed.
+CREATE TABLE IF NOT EXISTS pacs_studies (
+    source             VARCHAR NOT NULL,
+    study_instance_uid VARCHAR NOT NULL,
+    study_date         DATE,
+    n_instances        INTEGER,       -- NumberOfStudyRelatedInstances as listed (NULL: not said)
+    listed_run_id      VARCHAR NOT NULL,
+    PRIMARY KEY (source, study_instance_uid)
+);
+
+-- Results written back (osteo_batch.results): one row per image, model and
+-- destination PACS, naming the SR stored there. A result re-sent keeps its SR
+-- UID (derived from the image and the model), so the PACS keeps one copy.
+CREATE TABLE IF NOT EXISTS results_sent (
+    sop_instance_uid VARCHAR NOT NULL,
+    model_id         VARCHAR NOT NULL,
+    destination      VARCHAR NOT NULL,
+    sr_instance_uid  VARCHAR NOT NULL,
+    run_id           VARCHAR NOT NULL,
+    sent_at          TIMESTAMP NOT NULL,
+    PRIMARY KEY (sop_instance_uid, model_id, destination)
+);

@@ -116,12 +116,14 @@ def iter_headers(paths: list[str], *, workers: int | None = None, batch: int = B
         yield out
 
 
-def _rows_table(results: list[HeaderResult], sizes: dict[str, tuple[int, int]], run_id: str):
+def rows_table(results: list[HeaderResult], run_id: str, sizes: dict[str, tuple[int, int]] | None = None):
+    """``instances`` rows (Arrow) for header results; ``sizes``: path -> (size, mtime_ns), (0, 0) when absent
+    (a PACS instance, which does not change under its UID)."""
     import pyarrow as pa
 
     cols: dict[str, list] = {c: [] for c in ("path", "size", "mtime_ns", *INSTANCE_COLUMNS, "header", "read_reason", "read_detail")}
     for r in results:
-        size, mtime = sizes[r.path]
+        size, mtime = sizes[r.path] if sizes is not None else (0, 0)
         cols["path"].append(r.path)
         cols["size"].append(size)
         cols["mtime_ns"].append(mtime)
@@ -236,12 +238,12 @@ def sweep(
         sizes.update(zip(listing.refused_paths, zip(listing.refused_sizes, listing.refused_mtimes_ns)))
         for i in range(0, len(refused), batch):
             with store.transaction():
-                store.run("instances_upsert", new_rows=_rows_table(refused[i : i + batch], sizes, run_id))
+                store.run("instances_upsert", new_rows=rows_table(refused[i : i + batch], run_id, sizes))
     n_read = 0
     for part in iter_headers(changed, workers=workers, batch=batch, roots=listing.roots,
                              header_timeout_s=header_timeout_s):
         with store.transaction():  # all of a batch or none of it
-            store.run("instances_upsert", new_rows=_rows_table(part, sizes, run_id))
+            store.run("instances_upsert", new_rows=rows_table(part, run_id, sizes))
         n_read += len(part)
         if progress:
             progress(n_read, len(changed))

@@ -21,3 +21,16 @@ def say(msg: str) -> None:
     from osteo_batch.text import clean
 
     print(clean(msg), file=sys.stderr, flush=True)
+
+
+def source_args(args) -> dict:
+    """The source flags (``--archive`` or ``--pacs`` with ``--since``, ``--calling-aet``) as load_settings overrides."""
+    return {"archive": getattr(args, "archive", None), "pacs_url": getattr(args, "pacs", None),
+            "since": getattr(args, "since", None), "calling_aet": getattr(args, "calling_aet", None)}
+
+
+def need_source(settings) -> None:
+    """A one-line error when neither a flag nor the config file names the archive."""
+    if settings.archive is None and settings.pacs is None:
+        raise CliError("no archive: give --archive DIR or --pacs URL (or [archive] path / [pacs] url in --config)",
+                       code="no_archive")

@@ -58,6 +58,16 @@ def _month(value: str) -> str:
     return value
 
 
+def _date(value: str):
+    """argparse type: a day as YYYY-MM-DD."""
+    from osteo_batch.pacs.config import PacsConfigError, parse_since
+
+    try:
+        return parse_since(value)
+    except PacsConfigError:
+        raise argparse.ArgumentTypeError(f"{value}: not a date; use YYYY-MM-DD, like 2024-01-01") from None
+
+
 def synth_seed() -> int:
     from osteo_batch.synth.cohort import CohortSpec
 
@@ -74,12 +84,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    def common(sp, *, archive: bool = False, archive_required: bool = False):
+    def common(sp, *, archive: bool = False):
         sp.add_argument("--workdir", type=Path, default=Path(os.environ.get("OSTEO_BATCH_WORKDIR", DEFAULT_WORKDIR)),
                         help=f"folder for the store, scores, heat maps and worklists (default: {DEFAULT_WORKDIR})")
-        if archive:
-            sp.add_argument("--archive", type=_existing("directory"), required=archive_required,
-                            help="the DICOM archive to sweep")
+        if archive:  # exactly one source: a folder or a PACS (or the config file's [archive] path / [pacs] url)
+            src = sp.add_mutually_exclusive_group()
+            src.add_argument("--archive", type=_existing("directory"), help="the DICOM archive to sweep (a folder)")
+            src.add_argument("--pacs", metavar="URL",
+                             help="the archive is a PACS: http(s)://HOST:PORT/PATH (DICOMweb) or "
+                                  "dimse://CALLED_AET@HOST:PORT (DIMSE); credentials come from the environment "
+                                  "variable OSTEO_PACS_CREDENTIALS or [pacs] credentials_file, never a flag")
+            sp.add_argument("--since", type=_date, metavar="YYYY-MM-DD",
+                            help="PACS: the backlog's first study date (needed on the first night; later nights "
+                                 "resume where the last complete query ended)")
+            sp.add_argument("--calling-aet", default=None, help="PACS over DIMSE: our AE title (default: OSTEO)")
 
     d = sub.add_parser("demo", help="write a synthetic archive, train the demo model, run the nightly flow",
                        description="End to end on synthetic phantoms: archive, DXA table, model, nightly flow, worklist.",
@@ -93,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sweep", help="index the archive only (eligible, unscored files are 'pending')",
                        description="Walk the archive, read headers, record every file's status in the store.")
-    common(s, archive=True, archive_required=True)
+    common(s, archive=True)
     s.add_argument("--config", type=_existing("file"), help="TOML with [run] settings and/or [[rule]] eligibility rules")
     s.add_argument("--workers", type=int, default=None, help="header-reading processes (default: 2)")
     s.set_defaults(fn=run.cmd_sweep)
@@ -101,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="one nightly run: sweep, score, explain, worklist (a Prefect flow)",
                        description="One nightly run as the Prefect flow nightly_screening, on a local ephemeral server "
                                    "unless PREFECT_API_URL points at one.", epilog=EPILOG)
-    common(r, archive=True, archive_required=True)
+    common(r, archive=True)
     r.add_argument("--model", type=_existing("directory"), help="model folder (default: WORKDIR/models/demo)")
     r.add_argument("--dxa", type=_existing("file"), help="DXA table (CSV) to load; later runs keep it")
     r.add_argument("--config", type=_existing("file"), help="TOML with [run] settings and/or [[rule]] eligibility rules")
@@ -117,6 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run each shard as a run of this score_shard deployment on a Prefect work pool")
     r.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA; slow start, faster backlog)")
     r.add_argument("--no-prefect", action="store_true", help="run the stages in-process without Prefect")
+    r.add_argument("--send-results", action="store_true",
+                   help="store one DICOM SR per scored image back to the source PACS (STOW-RS or C-STORE)")
+    r.add_argument("--allow-phantom-results", action="store_true",
+                   help="send results even from a model trained on phantoms or random weights (test PACSes only)")
+    r.add_argument("--fhir", metavar="URL", help="POST the run's FHIR Bundle of RiskAssessments to this FHIR server")
     r.set_defaults(fn=run.cmd_run)
 
     w = sub.add_parser("worklist", help="re-render the latest run's worklist (the store is opened read-only)",
@@ -132,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="fine-tune a model (LoRA) on archive images paired with DXA",
                        description="Pairs eligible images with DXA within 180 days, splits by patient, fine-tunes with "
                                    "LoRA, evaluates, and writes MODEL_DIR with its card.")
-    common(t, archive=True, archive_required=True)
+    common(t, archive=True)
     t.add_argument("--dxa", type=_existing("file"), required=True, help="DXA table (CSV)")
     t.add_argument("--out", type=Path, required=True, help="model folder to write")
     t.add_argument("--backbone", default="dinov2_tiny_demo", help="backbone name (default: dinov2_tiny_demo)")
@@ -158,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("calibrate", help="recalibrate a model on a site's own image-DXA pairs (no retraining)",
                        description="Fits Platt or isotonic calibration and a new threshold on the site's pairs and "
                                    "writes a new model version beside the old one; the card keeps the history.")
-    common(c, archive=True, archive_required=True)
+    common(c, archive=True)
     c.add_argument("--model", type=_existing("directory"), required=True)
     c.add_argument("--dxa", type=_existing("file"), required=True)
     c.add_argument("--method", choices=("isotonic", "platt"), default="isotonic")
@@ -183,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     y.set_defaults(fn=models.cmd_study)
 
     v = sub.add_parser("serve", help="serve the nightly flow on a cron schedule (needs `prefect server start`)")
-    common(v, archive=True, archive_required=True)
+    common(v, archive=True)
     v.add_argument("--cron", default="0 2 * * *", help="cron schedule (default: 02:00 every night)")
     v.add_argument("--model", type=_existing("directory"))
     v.add_argument("--dxa", type=_existing("file"))

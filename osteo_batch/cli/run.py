@@ -9,16 +9,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from osteo_batch.cli.common import CliError, say
+from osteo_batch.cli.common import CliError, need_source, say, source_args
 
 
 def cmd_sweep(args) -> int:
     from osteo_batch.run.nightly import index_archive
     from osteo_batch.settings import load_settings
 
-    s = load_settings(args.config, workdir=args.workdir, archive=args.archive, workers=args.workers)
+    s = load_settings(args.config, workdir=args.workdir, workers=args.workers, **source_args(args))
+    need_source(s)
     out = index_archive(s)["sweep"]
     print(f"swept {out['files']} files ({out['headers_read']} headers read) in {out['seconds']} s")
+    _pacs_lines(out)
     for reason, n in out["by_reason"].items():
         print(f"  {n:8d}  {reason}")
     _warn_unreadable_folders(out)
@@ -30,10 +32,12 @@ def cmd_run(args) -> int:
     from osteo_batch.settings import load_settings
 
     s = load_settings(
-        args.config, workdir=args.workdir, archive=args.archive, model_dir=args.model, dxa_csv=args.dxa,
+        args.config, workdir=args.workdir, model_dir=args.model, dxa_csv=args.dxa,
         workers=args.workers, batch_size=args.batch_size, device=args.device, shards=args.shards,
-        compile=args.compile or None,
+        compile=args.compile or None, send_results=args.send_results or None,
+        allow_phantom_results=args.allow_phantom_results or None, fhir_url=args.fhir, **source_args(args),
     )
+    need_source(s)
     from osteo_batch.models.model import check_model_dir
 
     check_model_dir(s.resolved_model_dir())  # no model, or a damaged one: one line, before anything starts
@@ -86,6 +90,30 @@ def _run_flow_locked(settings, run_id: str, *, use_prefect: bool, ray: str | Non
         return flow(settings=settings, run_id=run_id, distributed=ray is not None, shard_deployment=shard_deployment)
 
 
+def _pacs_lines(sweep: dict) -> None:
+    """What a PACS sweep asked for and where it stopped: dates and counts only."""
+    p = sweep.get("pacs")
+    if not p:
+        return
+    print(f"PACS {p['source']}: study dates {p['date_from']} to {p['date_to']}, {p['windows_done']}/{p['windows']} "
+          f"windows, {p['studies_listed']} studies listed, {p['studies_fetched']} asked for metadata; "
+          f"complete through {p['complete_through']}")
+    if p.get("stopped"):
+        print(f"warning: PACS queries stopped early: {p['stopped']}; the next night resumes from "
+              f"{p['complete_through']}")
+
+
+def _results_lines(res: dict) -> None:
+    """What went back: SRs stored on the PACS, the FHIR Bundle."""
+    if res.get("sr"):
+        sr = res["sr"]
+        print(f"results back: {sr['sent']} SR(s) stored on {sr['destination']} ({sr['already']} already there, "
+              f"{sr['failed']} failed)")
+    if res.get("fhir_bundle"):
+        print(f"FHIR bundle: {Path(res['fhir_bundle']).resolve()} ({res.get('risk_assessments', 0)} RiskAssessments)"
+              + (f", posted to {res['fhir_posted']}" if res.get("fhir_posted") else ""))
+
+
 def _warn_unreadable_folders(sweep: dict) -> None:
     """Folders the sweep could not list: a warning line, counts and reasons only."""
     from osteo_batch.reasons import unreadable_folders_line
@@ -103,6 +131,8 @@ def print_run(summary: dict) -> None:
           f"{summary['explain']['explained']} heat maps, {wl['listed']} patients on the worklist")
     for reason, n in inst["by_reason"].items():
         print(f"  {n:8d}  {reason}")
+    _pacs_lines(summary.get("sweep", {}))
+    _results_lines(summary.get("results") or {})
     _warn_unreadable_folders(summary.get("sweep", {}))
     aside = wl.get("referral_files_set_aside") or {}
     if aside:
@@ -133,8 +163,17 @@ def cmd_serve(args) -> int:
 
     say(f"[serve] deployment 'nightly_screening/nightly' on cron {args.cron!r}; needs a running `prefect server start` "
         "(the ephemeral server does not fire schedules). Ctrl-C to stop.")
-    serve(str(args.archive), str(args.workdir), cron=args.cron, model_dir=str(args.model) if args.model else None,
-          dxa_csv=str(args.dxa) if args.dxa else None, config=str(args.config) if args.config else None)
+    if not (args.archive or args.pacs or args.config):
+        raise CliError("no archive: give --archive DIR or --pacs URL (or [archive] path / [pacs] url in --config)",
+                       code="no_archive")
+    if args.pacs:
+        from osteo_batch.pacs.config import parse_pacs_url
+
+        parse_pacs_url(args.pacs)  # a bad URL: one line now, not at 02:00
+    serve(str(args.archive) if args.archive else None, str(args.workdir), cron=args.cron,
+          model_dir=str(args.model) if args.model else None, dxa_csv=str(args.dxa) if args.dxa else None,
+          config=str(args.config) if args.config else None, pacs=args.pacs,
+          since=args.since.isoformat() if args.since else None)
     return 0
 
 

@@ -131,8 +131,39 @@ def read_header(path: str | os.PathLike, roots: tuple[str, ...] | None = None) -
     return res
 
 
-def _judge(ds, res: HeaderResult, structural: int, caught: list) -> None:
-    """Fill ``res`` from the opened data set ``ds``, or set its reason."""
+def judge_metadata(ds, path: str, *, has_pixel_data: bool | None) -> HeaderResult:
+    """Judge an instance from the metadata a PACS sent (WADO-RS metadata, C-FIND at IMAGE level).
+
+    The same checks as :func:`read_header`, on the same keywords, so a PACS
+    instance gets the status and reason its file would get, except those that
+    need the file itself: whether Pixel Data is there (``has_pixel_data``
+    None: the PACS does not say) and whether its length fits the header are
+    checked on the retrieved file, before it is decoded
+    (:mod:`osteo_batch.pacs.spool`). ``path`` is the instance's URI.
+    """
+    res = HeaderResult(path=path)
+    with reading() as caught:
+        _judge(ds, res, 0, caught, pixels=False if has_pixel_data is False else None)
+    return res
+
+
+def _own_object(ds) -> bool:
+    """One of osteo-batch's own results (an SR or a heat map sent back to the PACS), by content."""
+    from osteo_batch.results.own import is_own_object
+
+    try:
+        return is_own_object({kw: _text(ds, kw) for kw in (
+            "SOPClassUID", "Manufacturer", "ManufacturerModelName", "SeriesDescription", "Modality")})
+    except Exception:
+        return False
+
+
+def _judge(ds, res: HeaderResult, structural: int, caught: list, *, pixels: bool | None = True) -> None:
+    """Fill ``res`` from the opened data set ``ds``, or set its reason.
+
+    ``pixels``: whether the data set's Pixel Data can be checked here (True: a
+    file), is known to be missing (False) or is checked later (None: PACS metadata).
+    """
     # a DICOMDIR, report or other non-image object is DICOM, just not an image:
     # say so, whatever its top-level tags hold
     meta = getattr(ds, "file_meta", None)
@@ -140,6 +171,10 @@ def _judge(ds, res: HeaderResult, structural: int, caught: list) -> None:
         sop_class = ds.get("SOPClassUID") or (meta.get("MediaStorageSOPClassUID") if meta is not None else None)
     except Exception:
         sop_class = None
+    if _own_object(ds):  # our own SR or heat map, back from the PACS: never scored, and said so
+        res.reason = Reason.OWN_OBJECT.value
+        _fill_fields_quietly(ds, res)
+        return
     if sop_class and not _is_image_class(str(sop_class)):
         res.reason = Reason.NOT_IMAGE.value
         return
@@ -175,7 +210,10 @@ def _judge(ds, res: HeaderResult, structural: int, caught: list) -> None:
     if not _is_image_class(f.get("sop_class_uid")):
         res.reason = Reason.NOT_IMAGE.value
         return
-    px = ds.get_item("PixelData", keep_deferred=True) if "PixelData" in ds else None
+    if pixels is True:
+        px = ds.get_item("PixelData", keep_deferred=True) if "PixelData" in ds else None
+    else:  # PACS metadata: no pixel values came, only (maybe) whether there are any
+        px = None if pixels is False else _NO_LENGTH
     if px is None:
         res.reason = Reason.NO_PIXEL_DATA.value
         return
@@ -186,6 +224,22 @@ def _judge(ds, res: HeaderResult, structural: int, caught: list) -> None:
     ts = f.get("transfer_syntax_uid")
     if ts and not _decoder_available(ts):
         res.reason, res.detail = Reason.UNSUPPORTED_TRANSFER_SYNTAX.value, ts
+
+
+class _NoLength:
+    """Pixel Data whose length is not known here (PACS metadata): the size guard applies, the length check waits."""
+
+    length = None
+
+
+_NO_LENGTH = _NoLength()
+
+
+def _fill_fields_quietly(ds, res: HeaderResult) -> None:
+    try:
+        _fill_fields(ds, res)
+    except Exception:
+        res.fields = {}
 
 
 #: What a SOP Instance UID must at least look like to identify a file (looser than the

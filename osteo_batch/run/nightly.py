@@ -42,7 +42,7 @@ def start_run(settings: Settings, run_id: str, *, kind: str = "nightly") -> tupl
     ctx = RunContext.for_model(settings, run_id) if kind == "nightly" else RunContext.for_index(settings, run_id)
     with open_store(settings) as st:
         abandoned = st.rows("runs_end_abandoned", {"run_id": run_id})
-        st.run("runs_start", {"run_id": run_id, "kind": kind, "archive": str(settings.archive) if settings.archive else None,
+        st.run("runs_start", {"run_id": run_id, "kind": kind, "archive": settings.source,
                               "model_id": ctx.model_id, "threshold": ctx.threshold})
     if abandoned:
         log.warning("%d earlier run(s) had been killed before they finished; marked ended_abnormally", len(abandoned))

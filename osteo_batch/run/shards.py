@@ -29,6 +29,10 @@ def plan_stage(ctx: RunContext) -> dict[str, Any]:
     model_id = ctx.need_model()
     settings = ctx.settings
     scores_dir = settings.workdir / "scores"
+    if settings.pacs is not None:  # a killed run's retrieved files: fetched again when needed
+        from osteo_batch.pacs.spool import Spool
+
+        Spool.at(settings.workdir).clear()
     with open_store(settings) as st:
         remove_stale_temporaries(scores_dir)
         earlier = load_scores(st, scores_dir)  # parts a killed or held run wrote but never loaded
@@ -55,8 +59,17 @@ def shard_stage(ctx: RunContext, plan: dict[str, Any], shard: int, *, device: st
     model = ctx.load_model(device)
     items = plan_items(p, shard)
     label = f"scoring shard {shard + 1}/{p.n_shards}" if p.n_shards > 1 else "scoring"
+    opts = settings.score_options(device)
+    if settings.pacs is not None:  # flagged images keep their retrieved file for the heat map
+        from dataclasses import replace
+
+        from osteo_batch.models.bands import raw_floor
+        from osteo_batch.pacs.spool import Spool
+
+        Spool.at(settings.workdir)
+        opts = replace(opts, keep_at=raw_floor(ctx.threshold))
     res = score_shard(model, items, out_dir=settings.workdir / "scores", run_id=ctx.run_id, shard=shard,
-                      n_shards=p.n_shards, opts=settings.score_options(device),
+                      n_shards=p.n_shards, opts=opts,
                       progress=ProgressLog(label, len(items), unit="images"))
     return {**res.counts(), "device": device}
 

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from osteo_batch.progress import timed
 from osteo_batch.run.context import RunContext
+from osteo_batch.run.results import results_stage
 from osteo_batch.run.shards import score_stage
 from osteo_batch.settings import SettingsError
 from osteo_batch.store import open_store
@@ -55,15 +56,28 @@ def sweep_stage(ctx: RunContext) -> dict[str, Any]:
     from osteo_batch.run.summary import write_study_dates_csv
 
     settings = ctx.settings
-    if not settings.archive or not Path(settings.archive).is_dir():
-        raise SettingsError(f"archive {settings.archive} is not a directory; pass --archive DIR")
+    pacs_out = None
+    if settings.pacs is None and (not settings.archive or not Path(settings.archive).is_dir()):
+        raise SettingsError(f"archive {settings.archive} is not a directory; pass --archive DIR or --pacs URL")
     rules = load_rules(settings.rules_file)
     run_date = settings.run_date()
     with open_store(settings) as st:
-        res = sweep(st, settings.archive, run_id=ctx.run_id, rules=rules, model_id=ctx.model_id,
-                    workers=settings.workers or None,
-                    progress=ProgressLog("sweeping: headers read", 0, unit="files"), run_date=run_date,
-                    allowed_roots=tuple(settings.allowed_roots))
+        if settings.pacs is not None:
+            from osteo_batch.pacs.connect import connect
+            from osteo_batch.pacs.sweep import sweep_pacs
+
+            client = connect(settings.pacs)
+            try:
+                res, pacs_out = sweep_pacs(st, client, settings.pacs, run_id=ctx.run_id, rules=rules,
+                                           model_id=ctx.model_id, run_date=run_date,
+                                           progress=ProgressLog("sweeping: PACS windows", 0, unit="windows"))
+            finally:
+                client.close()
+        else:
+            res = sweep(st, settings.archive, run_id=ctx.run_id, rules=rules, model_id=ctx.model_id,
+                        workers=settings.workers or None,
+                        progress=ProgressLog("sweeping: headers read", 0, unit="files"), run_date=run_date,
+                        allowed_roots=tuple(settings.allowed_roots))
         reasons = st.rows("status_counts")
         bad_dates = study_date_files(st, run_date)
     problems = {k: 0 for k in STUDY_DATE_PROBLEMS}
@@ -83,6 +97,7 @@ def sweep_stage(ctx: RunContext) -> dict[str, Any]:
         "timezone": settings.timezone or f"local ({dt.datetime.now().astimezone().tzname()})",
         "study_dates": problems,  # untrusted study dates by what is wrong (all are ineligible:study_date)
         "study_dates_csv": str(csv_path) if csv_path else None,
+        "pacs": pacs_out.to_json() if pacs_out is not None else None,  # windows, studies, where it stopped
     }
 
 
@@ -101,12 +116,31 @@ def explain_stage(ctx: RunContext) -> dict[str, Any]:
     if not todo:  # no network to load for nothing
         return {"flagged_without_heatmap": 0, "explained": 0, "failed": 0}
     model = ctx.load_model()
-    done, failed = explain(model, todo, settings.workdir / "heatmaps", device=settings.device,
-                           roots=settings.archive_roots(),
-                           workers=min(settings.workers, 2), progress=ProgressLog("heat maps", len(todo)))
+    roots, not_retrieved, spool = settings.archive_roots(), 0, None
+    if any("://" in it.path for it in todo):  # PACS instances: their retrieved files (kept when flagged tonight)
+        from osteo_batch.pacs.connect import connect
+        from osteo_batch.pacs.spool import Spool, fetch_all
+
+        pacs, spool = settings.pacs, Spool.at(settings.workdir)
+        if pacs is None:
+            raise SettingsError("flagged images from a PACS need the PACS to draw their heat maps; pass --pacs URL")
+        lost = fetch_all(lambda: connect(pacs), spool, [it.path for it in todo if "://" in it.path], pacs.parallel)
+        not_retrieved = len(lost)
+        uris = [it.path for it in todo if it.path not in lost]
+        todo = [Item(str(spool.path_for(it.path)) if "://" in it.path else it.path, it.sop_instance_uid, None)
+                for it in todo if it.path not in lost]
+        roots = (*roots, str(spool.root.resolve()))
+    try:
+        done, failed = explain(model, todo, settings.workdir / "heatmaps", device=settings.device, roots=roots,
+                               workers=min(settings.workers, 2), progress=ProgressLog("heat maps", len(todo)))
+    finally:
+        if spool is not None:
+            for u in uris:
+                spool.remove(u)
     with open_store(settings) as st:
         record(st, model_id, ctx.run_id, done)
-    return {"flagged_without_heatmap": len(todo), "explained": len(done), "failed": len(failed)}
+    return {"flagged_without_heatmap": len(todo) + not_retrieved, "explained": len(done),
+            "failed": len(failed) + not_retrieved}
 
 
 @timed
@@ -154,4 +188,5 @@ STAGES: dict[str, Callable[[RunContext], dict[str, Any]]] = {
     "score": score_stage,
     "explain": explain_stage,
     "worklist": worklist_stage,
+    "results": results_stage,
 }

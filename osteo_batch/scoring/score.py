@@ -27,12 +27,15 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import contextlib
 import os
 import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
+
+from osteo_batch.errors import InternalError
 
 from osteo_batch.models import calibrate
 from osteo_batch.models.model import LoadedModel, normalise
@@ -57,6 +60,9 @@ class ScoreOptions:
     prefetch: int = 4  # batches each worker decodes ahead
     roots: tuple[str, ...] = ()  # osteo_batch.archive.walk.real_roots: files resolving elsewhere are never opened
     item_timeout_s: float = 120.0  # one image's open + decode; past it: decode_timeout
+    pacs: Any = None  # osteo_batch.pacs.config.PacsSettings: items whose path is a URI are retrieved from it
+    spool_dir: str | None = None  # where retrieved instances wait to be scored (WORKDIR/spool)
+    keep_at: float | None = None  # raw scores at or above this keep their retrieved file for the heat map
 
     def resolved_batch_size(self) -> int:
         return self.batch_size or DEFAULT_BATCH["cuda" if self.device.startswith("cuda") else "cpu"]
@@ -263,18 +269,25 @@ def score_shard(
     mine = shard_items(items, shard, n_shards) if n_shards > 1 else items
     fwd = forward or Forward(model, opts)
     parts = _Parts(Path(out_dir), run_id, shard, n_shards, model.model_id)
+    retrieving = _retrieval(mine, opts)
     loader = make_loader(DicomDataset(mine, model.config.img_size, roots=opts.roots,
-                                      item_timeout_s=opts.item_timeout_s), batch_size=opts.resolved_batch_size(),
+                                      item_timeout_s=opts.item_timeout_s,
+                                      spool_dir=opts.spool_dir if retrieving else None),
+                         batch_size=opts.resolved_batch_size(),
                          workers=opts.workers, pin_memory=fwd.cuda, prefetch=opts.prefetch)
     res = ShardResult(shard, n_shards)
     done = 0
-    with torch.inference_mode():
+    with torch.inference_mode(), retrieving or contextlib.nullcontext() as fetch:
         for idx, x, failed in loader:
             for i, reason in failed:
                 parts.add_rejection(mine[i], reason)
+                if fetch is not None and "://" in mine[i].path:
+                    fetch.done(mine[i].path)
             if len(idx):
                 for i, s in zip(idx.tolist(), fwd(x)):
                     parts.add_score(mine[i], float(s))
+                    if fetch is not None and "://" in mine[i].path:
+                        fetch.done(mine[i].path, keep=opts.keep_at is not None and float(s) >= opts.keep_at)
             res.scored += len(idx)
             res.rejected += len(failed)
             done += len(idx) + len(failed)
@@ -287,6 +300,26 @@ def score_shard(
     res.seconds = time.monotonic() - t0
     res.micro_batch = fwd.micro_batch
     return res
+
+
+def _retrieval(items: list[Item], opts: ScoreOptions):
+    """A :class:`~osteo_batch.pacs.spool.Prefetcher` for the items that are PACS instances, or None.
+
+    It retrieves them in the order the DataLoader reads them, so retrieval
+    overlaps decoding and scoring; at most ``[pacs] spool_max`` files (and at
+    least one batch's worth) wait in the spool.
+    """
+    uris = [it.path for it in items if "://" in it.path]
+    if not uris:
+        return None
+    if opts.pacs is None or opts.spool_dir is None:
+        raise InternalError("PACS instances to score, but no PACS settings or spool for them")
+    from osteo_batch.pacs.connect import connect
+    from osteo_batch.pacs.spool import Prefetcher, Spool
+
+    pacs = opts.pacs
+    return Prefetcher(lambda: connect(pacs), Spool(Path(opts.spool_dir)), uris, parallel=pacs.parallel,
+                      limit=max(pacs.spool_max, opts.resolved_batch_size()))
 
 
 # ------------------------------------------------------------------ the single writer

@@ -43,21 +43,34 @@ class DicomDataset:
     """
 
     def __init__(self, items: list[Item], img_size: int, opts: DisplayOptions = DisplayOptions(), *,
-                 roots: tuple[str, ...] = (), item_timeout_s: float | None = ITEM_TIMEOUT_S):
+                 roots: tuple[str, ...] = (), item_timeout_s: float | None = ITEM_TIMEOUT_S,
+                 spool_dir: str | None = None):
         self.items = items
         self.img_size = img_size
         self.opts = opts
         self.roots = tuple(roots)
         self.item_timeout_s = item_timeout_s
+        self.spool_dir = spool_dir  # PACS instances (a URI for a path) are read from here once retrieved
 
     def __len__(self) -> int:
         return len(self.items)
 
+    def _local(self, it: Item) -> tuple[str, tuple[str, ...], str | None]:
+        """The file to read for ``it``, the roots it may resolve in, and a rejection reason (PACS instances)."""
+        if self.spool_dir is None or "://" not in it.path:
+            return it.path, self.roots, None
+        from osteo_batch.pacs.spool import checked_file
+
+        return checked_file(self.spool_dir, it.path)
+
     def __getitem__(self, i: int):
         it = self.items[i]
         try:
+            path, roots, reason = self._local(it)
+            if reason:
+                return i, None, reason
             with time_limit(self.item_timeout_s):
-                img = load_image(it.path, self.img_size, self.opts, roots=self.roots,
+                img = load_image(path, self.img_size, self.opts, roots=roots,
                                  sop_instance_uid=it.sop_instance_uid)
             return i, img, None
         except ItemTimeout:

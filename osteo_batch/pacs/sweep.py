@@ -1,0 +1,184 @@
+"""Sweep a PACS: bring the ``instances`` index up to date with what the PACS lists, by study date.
+
+Why the same index: every instance the PACS lists gets exactly one row in
+``instances``, judged by the same eligibility rules and with a status and
+reason from the same vocabulary as a file in a folder, so scoring, heat maps
+and the worklist do not know where an image came from. Its ``path`` is the
+instance's URI (``<PACS URL>/studies/<uid>/series/<uid>/instances/<uid>``:
+DICOM UIDs, no patient data); ``size`` and ``mtime_ns`` are 0 (a DICOM
+instance does not change under its UID).
+
+Why incremental by date (:mod:`osteo_batch.pacs.query`): a PACS holds millions
+of instances and lists them only by query. The first night asks from
+``--since``; each later night from where the last complete query ended (kept
+in ``pacs_state``) less an overlap, or from a look-back for late arrivals,
+whichever is earlier. Windows are committed one by one, oldest first; a
+window that fails (the PACS stops answering) ends tonight's queries and the
+next night resumes there. Rows outside tonight's windows are never marked
+vanished: a windowed query lists only part of the archive.
+
+Why metadata per study: a study listed again with the instance count it had
+is not asked for again (``pacs_studies``); for any other, WADO-RS study
+metadata (one request) or C-FIND at IMAGE level returns what the rules need.
+Pixels are retrieved later, only for eligible instances without a score from
+the current model (:mod:`osteo_batch.pacs.spool`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from osteo_batch.archive.eligibility import Rules, load_rules
+from osteo_batch.archive.sweep import SweepResult, apply_rules, resolve_status, rows_table
+from osteo_batch.dicom.headers import judge_metadata
+from osteo_batch.pacs.client import PacsClient, PacsError
+from osteo_batch.pacs.config import PacsConfigError, PacsSettings
+from osteo_batch.pacs.query import QueryTruncatedError, date_windows, filters_from_rules, find_window, tonight_range
+from osteo_batch.store import Store
+
+_URI = re.compile(r"/studies/([^/]+)/series/([^/]+)/instances/([^/]+)$")
+
+
+def instance_uri(source: str, study: str | None, series: str | None, sop: str | None) -> str:
+    """The URI that stands for one PACS instance in ``instances.path`` (WADO-RS form; UIDs only)."""
+    return f"{source}/studies/{study or '-'}/series/{series or '-'}/instances/{sop or '-'}"
+
+
+def is_uri(path: str) -> bool:
+    """Whether an ``instances.path`` is a PACS instance's URI rather than a file's path."""
+    return path.startswith(("http://", "https://", "dimse://"))
+
+
+def uri_uids(uri: str) -> tuple[str, str, str]:
+    """(study, series, SOP instance UID) of an :func:`instance_uri`."""
+    m = _URI.search(uri)
+    if not m:
+        raise ValueError("not an instance URI")
+    return m.group(1), m.group(2), m.group(3)
+
+
+def source_prefix(source: str) -> str:
+    return f"{source}/studies/"
+
+
+@dataclass
+class PacsSweep:
+    """What a PACS sweep did tonight, beside the folder sweep's counts: counts and dates only."""
+
+    source: str
+    date_from: str | None = None
+    date_to: str | None = None
+    windows: int = 0
+    windows_done: int = 0
+    studies_listed: int = 0
+    studies_fetched: int = 0
+    complete_through: str | None = None
+    stopped: str | None = None  # why the queries ended early (a one-line PACS error, or outside the hours)
+    filters: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _judge(ds, source: str):
+    uri = instance_uri(source, ds.get("StudyInstanceUID"), ds.get("SeriesInstanceUID"), ds.get("SOPInstanceUID"))
+    return judge_metadata(ds, uri, has_pixel_data=getattr(ds, "osteo_has_pixel_data", None))
+
+
+def sweep_pacs(
+    store: Store,
+    client: PacsClient,
+    pacs: PacsSettings,
+    *,
+    run_id: str,
+    rules: Rules | None = None,
+    model_id: str | None = None,
+    run_date: dt.date | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    now: Callable[[], dt.datetime] = dt.datetime.now,
+) -> tuple[SweepResult, PacsSweep]:
+    """Index what ``client``'s PACS lists for tonight's study dates into ``store``.
+
+    Raises :class:`PacsError` (one line) when the PACS fails before any window
+    is complete, and :class:`PacsConfigError` when there is no ``--since`` on
+    a first night. Otherwise returns what was done, with ``stopped`` set when
+    the queries ended early; what was committed stays, and the next night resumes.
+    """
+    import pyarrow as pa
+
+    rules = rules or load_rules()
+    run_date = run_date or dt.date.today()
+    source, prefix = pacs.display, source_prefix(pacs.display)
+    through = store.scalar("pacs_state_get", {"source": source}) if _has_row(store, source) else None
+    rng = tonight_range(run_date, through, pacs.since, pacs.overlap_days, pacs.lookback_days)
+    if rng is None:
+        raise PacsConfigError(f"{source} has not been swept into this work folder before; give the backlog's first "
+                              "study date with --since YYYY-MM-DD (or [pacs] since)")
+    filt = filters_from_rules(rules)
+    out = PacsSweep(source, rng[0].isoformat(), rng[1].isoformat(),
+                    filters={"modalities": list(filt.modalities or []), "sex": filt.sex})
+    store.run("pacs_retry", {"prefix": prefix})
+    windows = date_windows(rng[0], rng[1], pacs.window_days)
+    out.windows = len(windows)
+    n_read = vanished = 0
+    for a, b in windows:
+        if not pacs.may_query(now()):
+            out.stopped = f"outside the PACS's query hours ({pacs.hours})"
+            break
+        try:
+            hits = find_window(client, a, b, filt, pacs.query_limit)
+            listed = pa.table({
+                "study_instance_uid": pa.array([h.study_instance_uid for h in hits], pa.string()),
+                "study_date": pa.array([h.study_date for h in hits], pa.date32()),
+                "n_instances": pa.array([h.n_instances for h in hits], pa.int32()),
+            })
+            known = {r["study_instance_uid"] for r in store.rows("pacs_studies_known",
+                                                                 {"source": source, "prefix": prefix}, hits=listed)}
+            todo = [h.study_instance_uid for h in hits if h.study_instance_uid not in known]
+            results = []
+            for uid in todo:
+                results.extend(_judge(ds, source) for ds in client.study_instances(uid))
+        except (PacsError, QueryTruncatedError) as e:
+            if out.windows_done == 0 and isinstance(e, PacsError):
+                raise
+            out.stopped = e.line()
+            break
+        rows = rows_table(_unique(results), run_id)
+        with store.transaction():  # one window: all of it or none of it
+            held = store.scalar("count_source_instances", {"prefix": prefix})
+            new = store.scalar("count_new_paths", new_rows=rows)
+            store.run("pacs_window_apply", {"source": source, "prefix": prefix, "date_from": a, "date_to": b,
+                                            "run_id": run_id},
+                      listed=listed, fetched=pa.table({"study_instance_uid": pa.array(todo, pa.string())}),
+                      new_rows=rows)
+            store.run("instances_upsert", new_rows=rows)
+            if through is None or b > through:
+                through = b
+                store.run("pacs_state_set", {"source": source, "through": b, "run_id": run_id})
+            vanished += held + new - store.scalar("count_source_instances", {"prefix": prefix})
+        out.windows_done += 1
+        out.studies_listed += len(hits)
+        out.studies_fetched += len(todo)
+        n_read += len(results)
+        if progress:
+            progress(out.windows_done, out.windows)
+    out.complete_through = through.isoformat() if through else None
+    apply_rules(store, rules, run_date)
+    counts = resolve_status(store, model_id)
+    total = store.scalar("count_instances")
+    return SweepResult(files=total, read=n_read, vanished=vanished, counts=counts), out
+
+
+def _has_row(store: Store, source: str) -> bool:
+    return bool(store.rows("pacs_state_get", {"source": source}))
+
+
+def _unique(results: list) -> list:
+    """One result per URI (a PACS may list an instance twice across modality queries of one study)."""
+    seen: dict[str, Any] = {}
+    for r in results:
+        seen.setdefault(r.path, r)
+    return list(seen.values())
