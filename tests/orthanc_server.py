@@ -98,6 +98,7 @@ class Orthanc:
             "Plugins": [DICOMWEB_PLUGIN] if dicomweb else [],
             "DicomWeb": {"Enable": dicomweb, "Root": "/dicom-web/", "StudiesMetadata": "Full",
                          "SeriesMetadata": "Full"},
+            "DefaultEncoding": "Utf8",  # C-FIND answers in UTF-8, as a PACS with patients' names in Hangul must
             "ConcurrentJobs": 1,
             "HttpThreadsCount": 8,
         }

@@ -95,6 +95,9 @@ def _query(level: str, **keys):
     from pydicom import Dataset
 
     q = Dataset()
+    # Ask for UTF-8 answers (PS3.4 C.4.1.1.3.1: an SCP may answer in the query's character set); a PACS
+    # that answers in a narrower one drops what it cannot encode (Orthanc: set DefaultEncoding to Utf8)
+    q.SpecificCharacterSet = "ISO_IR 192"
     q.QueryRetrieveLevel = level
     for keyword, value in keys.items():
         setattr(q, keyword, value)

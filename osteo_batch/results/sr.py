@@ -29,6 +29,7 @@ in the Coding Scheme Identification Sequence.
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 import math
 import uuid
 from dataclasses import dataclass
@@ -244,7 +245,6 @@ def build_sr(source: pydicom.Dataset, result: ScoredResult) -> pydicom.Dataset:
     :class:`~osteo_batch.errors.InternalError` when ``result`` is for another
     image or holds a value outside 0..1.
     """
-    from highdicom.coding_schemes import CodingSchemeIdentificationItem
     from highdicom.sr import (
         ComprehensiveSR, DeviceObserverIdentifyingAttributes, MeasurementReport, ObservationContext,
         ObserverContext,
@@ -269,7 +269,18 @@ def build_sr(source: pydicom.Dataset, result: ScoredResult) -> pydicom.Dataset:
         imaging_measurements=[_group(evidence, result)],
     )
     predecessor = _predecessor(evidence, result)
-    sr = ComprehensiveSR(
+    with warnings.catch_warnings():  # highdicom's and pydicom's warnings quote names (a name's components)
+        warnings.simplefilter("ignore")
+        sr = _comprehensive(ComprehensiveSR, evidence, report, result, predecessor)
+    # every text is kept as it was, whatever the archive's character set: UTF-8 encodes all of it
+    sr.SpecificCharacterSet = "ISO_IR 192"
+    return sr
+
+
+def _comprehensive(ComprehensiveSR, evidence, report, result: ScoredResult, predecessor):
+    from highdicom.coding_schemes import CodingSchemeIdentificationItem
+
+    return ComprehensiveSR(
         evidence=[evidence],
         content=report,
         series_instance_uid=sr_series_uid(str(evidence.StudyInstanceUID), result.model_id),
@@ -289,4 +300,3 @@ def build_sr(source: pydicom.Dataset, result: ScoredResult) -> pydicom.Dataset:
         series_time=dt.time(0, 0),
         coding_schemes=[CodingSchemeIdentificationItem(designator=SCHEME, name=_SCHEME_NAME)],
     )
-    return sr

@@ -78,7 +78,7 @@ def pacs_nights(cohort_dir, tiny_model, tmp_path_factory, cohort_orthanc):
     root = tmp_path_factory.mktemp("pacs-nights")
     model = Path(tiny_model.model_dir)
     since = _since(cohort_dir)
-    out = {"orthanc": orthanc, "refused_paths": refused_paths, "files": len(files), "model": model, "since": since, "root": root}
+    out = {"orthanc": orthanc, "refused_paths": refused_paths, "plans": cohort_dir.plans, "files": len(files), "model": model, "since": since, "root": root}
     for name, kw in {
         "folder": {"archive": cohort_dir.archive},
         "dicomweb": {"pacs": PacsSettings(orthanc.dicomweb_url, since=since)},
@@ -116,6 +116,18 @@ def test_same_verdicts_and_scores_as_the_folder(pacs_nights, protocol):
     n_folder_rows = _count(folder, "SELECT count(*) FROM instances")
     n_dupes = _count(folder, "SELECT count(*) FROM instances WHERE status = 'duplicate'")
     assert n_folder_rows == pacs_nights["orthanc"].instance_count() + n_dupes + refused
+    # and the same header fields, names in Hangul included (UTF-8 over DIMSE too)
+    cols = "patient_id, patient_name, sex, birth_date, age, study_date, accession_number, modality, view, body_part"
+    fields = {}
+    for name, store in (("folder", folder), ("pacs", pacs)):
+        con = duckdb.connect(str(store), read_only=True)
+        try:
+            fields[name] = {r[0]: r[1:] for r in con.execute(
+                f"SELECT sop_instance_uid, {cols} FROM instances WHERE status <> 'duplicate' "
+                "AND read_reason IS NULL").fetchall()}
+        finally:
+            con.close()
+    assert fields["pacs"] and all(fields["pacs"][u] == fields["folder"][u] for u in fields["pacs"])
     fs, ps = _scores(folder), _scores(pacs)
     assert ps and set(ps) == {u for u, (s, _) in got.items() if s == "scored"}
     worst = max(abs(fs[u] - ps[u]) for u in ps)
@@ -230,7 +242,13 @@ def test_results_back_as_sr(pacs_nights, protocol, tmp_path):
     with pytest.raises(PhantomResultsError):  # the tiny model is trained on phantoms
         results_stage(ctx)
     ctx = RunContext.for_model(dataclasses.replace(s, send_results=True, allow_phantom_results=True), f"sr-{protocol}")
-    out = results_stage(ctx)["sr"]
+    import warnings
+
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        out = results_stage(ctx)["sr"]
+    names = {p.patient_name for p in pacs_nights["plans"]}
+    assert not [w for w in said if any(n in str(w.message) for n in names)]  # no name in a warning
     assert out["sent"] == n_scored and out["failed"] == 0
     sent = pacs_nights.setdefault("sent", set())
     sent |= set(_scores(s.store_path))
@@ -254,6 +272,8 @@ def test_results_back_as_sr(pacs_nights, protocol, tmp_path):
     check = subprocess.run(["dciodvfy", str(f)], capture_output=True, text=True)
     errors = [l for l in (check.stdout + check.stderr).splitlines() if l.startswith("Error")]
     assert not errors, errors
+    want_name = next(p.patient_name for p in pacs_nights["plans"] if p.sop_instance_uid == sop)
+    assert str(sr.PatientName) == want_name  # the name as the image has it (UTF-8), not replacement characters
     assert sop in str(sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
                       .ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
     # sent again (the record of it lost): still one SR per image and model on the PACS
