@@ -165,6 +165,7 @@ CREATE TABLE IF NOT EXISTS worklist_entries (
 CREATE TABLE IF NOT EXISTS pacs_state (
     source           VARCHAR PRIMARY KEY,
     complete_through DATE NOT NULL,   -- every study-date window up to this day was queried completely
+    queried_from     DATE NOT NULL,   -- ... from this day (the first --since; an earlier --since reaches back)
     run_id           VARCHAR NOT NULL,
     updated_at       TIMESTAMP NOT NULL
 );

@@ -72,6 +72,9 @@ class _DropDebug(logging.Filter):
 def _quiet_library_logs() -> None:
     """Keep the libraries' URL-bearing log records off every handler (see the module docstring)."""
     logging.getLogger("dicomweb_client").setLevel(logging.CRITICAL)
+    # dicomweb-client wraps requests in ``retrying``, which logs each failed attempt with its traceback,
+    # and a connection error's text holds the request URL (UIDs): drop every record it writes
+    logging.getLogger("retrying").setLevel(logging.CRITICAL + 10)
     pool = logging.getLogger("urllib3.connectionpool")
     if not any(isinstance(f, _DropDebug) for f in pool.filters):
         pool.addFilter(_DropDebug())

@@ -140,21 +140,21 @@ def _find(client: PacsClient, q: StudyQuery) -> Iterator[StudyHit]:
 
 
 def tonight_range(run_date: dt.date, complete_through: dt.date | None, since: dt.date | None,
-                  overlap_days: int, lookback_days: int) -> tuple[dt.date, dt.date] | None:
+                  overlap_days: int, lookback_days: int,
+                  queried_from: dt.date | None = None) -> tuple[dt.date, dt.date] | None:
     """The study dates to ask for tonight, or None when there is no backlog start yet.
 
     First night: from ``since``. Later nights: from ``overlap_days`` before where the
     last complete query ended, or ``lookback_days`` before today, whichever is
     earlier (late arrivals: a prior migrated tonight may carry an old study date,
     which only a look-back, or a ``--since`` given again, catches). A ``since``
-    given on a later night reaches back to it.
+    before the earliest day ever asked for (``queried_from``) reaches back to it:
+    a longer backlog; one after it changes nothing, so a ``--since`` left in a
+    nightly command does not re-ask the whole backlog every night.
     """
-    starts = []
-    if since is not None:
-        starts.append(since)
-    if complete_through is not None:
-        starts.append(complete_through - dt.timedelta(days=overlap_days))
-        starts.append(run_date - dt.timedelta(days=lookback_days))
-    if not starts:
-        return None
-    return min(starts), run_date
+    if complete_through is None:
+        return (since, run_date) if since is not None else None
+    start = min(complete_through - dt.timedelta(days=overlap_days), run_date - dt.timedelta(days=lookback_days))
+    if since is not None and (queried_from is None or since < queried_from):
+        start = min(start, since)
+    return start, run_date

@@ -112,18 +112,20 @@ def sweep_pacs(
     rules = rules or load_rules()
     run_date = run_date or dt.date.today()
     source, prefix = pacs.display, source_prefix(pacs.display)
-    through = store.scalar("pacs_state_get", {"source": source}) if _has_row(store, source) else None
-    rng = tonight_range(run_date, through, pacs.since, pacs.overlap_days, pacs.lookback_days)
+    state = store.rows("pacs_state_get", {"source": source})
+    through, queried_from = (state[0]["complete_through"], state[0]["queried_from"]) if state else (None, None)
+    rng = tonight_range(run_date, through, pacs.since, pacs.overlap_days, pacs.lookback_days, queried_from)
     if rng is None:
         raise PacsConfigError(f"{source} has not been swept into this work folder before; give the backlog's first "
                               "study date with --since YYYY-MM-DD (or [pacs] since)")
     filt = filters_from_rules(rules)
     out = PacsSweep(source, rng[0].isoformat(), rng[1].isoformat(),
                     filters={"modalities": list(filt.modalities or []), "sex": filt.sex})
+    vanished = _refresh_gone(store, client, source, prefix, run_id)
     store.run("pacs_retry", {"prefix": prefix})
     windows = date_windows(rng[0], rng[1], pacs.window_days)
     out.windows = len(windows)
-    n_read = vanished = 0
+    n_read = 0
     for a, b in windows:
         if not pacs.may_query(now()):
             out.stopped = f"outside the PACS's query hours ({pacs.hours})"
@@ -155,9 +157,10 @@ def sweep_pacs(
                       listed=listed, fetched=pa.table({"study_instance_uid": pa.array(todo, pa.string())}),
                       new_rows=rows)
             store.run("instances_upsert", new_rows=rows)
-            if through is None or b > through:
-                through = b
-                store.run("pacs_state_set", {"source": source, "through": b, "run_id": run_id})
+            first = rng[0] if queried_from is None else min(queried_from, rng[0])
+            if through is None or b > through or first != queried_from:
+                through, queried_from = max(b, through or b), first
+                store.run("pacs_state_set", {"source": source, "through": through, "from": first, "run_id": run_id})
             vanished += held + new - store.scalar("count_source_instances", {"prefix": prefix})
         out.windows_done += 1
         out.studies_listed += len(hits)
@@ -172,8 +175,29 @@ def sweep_pacs(
     return SweepResult(files=total, read=n_read, vanished=vanished, counts=counts), out
 
 
-def _has_row(store: Store, source: str) -> bool:
-    return bool(store.rows("pacs_state_get", {"source": source}))
+def _refresh_gone(store: Store, client: PacsClient, source: str, prefix: str, run_id: str) -> int:
+    """Ask again, by UID, for the studies of instances that were gone when retrieved; returns rows dropped.
+
+    A windowed query may never reach such a study again (its date is outside
+    the look-back), so the study itself is asked for: an instance it still
+    lists is retried tonight, one it no longer lists loses its row.
+    """
+    import pyarrow as pa
+
+    uids = [r["study_instance_uid"] for r in store.rows("pacs_gone_studies", {"prefix": prefix})]
+    if not uids:
+        return 0
+    results = []
+    for uid in uids:
+        results.extend(_judge(ds, source) for ds in client.study_instances(uid))
+    rows = rows_table(_unique(results), run_id)
+    with store.transaction():
+        held = store.scalar("count_source_instances", {"prefix": prefix})
+        new = store.scalar("count_new_paths", new_rows=rows)
+        store.run("pacs_study_refresh", {"source": source, "prefix": prefix},
+                  fetched=pa.table({"study_instance_uid": pa.array(uids, pa.string())}), new_rows=rows)
+        store.run("instances_upsert", new_rows=rows)
+        return held + new - store.scalar("count_source_instances", {"prefix": prefix})
 
 
 def _unique(results: list) -> list:

@@ -1,0 +1,147 @@
+"""A PACS on a bad night, for real: answers cut at its limit, a server that stops mid-run, an instance deleted
+between query and retrieve. Nothing is lost, and the next night catches up."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from pathlib import Path
+
+import duckdb
+import pytest
+
+import dicom_factory
+from cli_run import cli, one_line_error
+from osteo_batch.pacs.config import PacsSettings
+from osteo_batch.pacs.connect import connect
+from osteo_batch.pacs.sweep import sweep_pacs
+from osteo_batch.run.context import RunContext
+from osteo_batch.run.shards import score_stage
+from osteo_batch.run.stages import sweep_stage
+from osteo_batch.settings import load_settings
+from osteo_batch.store import Store
+
+DAY0 = dt.date(2025, 3, 1)
+
+
+def _studies(folder: Path, n: int, *, step_days: int = 1, prefix: str = "2.25.77") -> list[Path]:
+    """``n`` one-image studies of eligible women, one a day from DAY0."""
+    out = []
+    for k in range(n):
+        ds = dicom_factory.dataset(sop_instance_uid=f"{prefix}{k}1", study_instance_uid=f"{prefix}{k}2",
+                                   series_instance_uid=f"{prefix}{k}3", patient_id=f"PF{k:03d}",
+                                   study_date=(DAY0 + dt.timedelta(days=k * step_days)).strftime("%Y%m%d"))
+        out.append(dicom_factory.write(ds, folder / f"s{k}.dcm"))
+    return out
+
+
+def _urls(o) -> dict[str, str]:
+    return {"dicomweb": o.dicomweb_url, "dimse": f"dimse://{o.aet}@127.0.0.1:{o.dicom_port}"}
+
+
+def _rows(store_path: Path, sql: str) -> list[tuple]:
+    con = duckdb.connect(str(store_path), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("protocol", ["dicomweb", "dimse"])
+@pytest.mark.parametrize("result_limit", [None, 3])
+def test_a_window_at_the_limit_is_split(fresh_orthanc, tmp_path, protocol, result_limit):
+    """Orthanc answers at most 3 studies per query. With query_limit 3, or with a larger query limit and the
+    PACS's limit declared ([pacs] result_limit), a 30-day window of 10 studies is split until none is cut."""
+    o = fresh_orthanc(limit_find_results=3, limit_find_instances=3)
+    assert o.upload(_studies(tmp_path / "in", 10))["accepted"] == 10
+    pacs = PacsSettings(_urls(o)[protocol], since=DAY0, window_days=30, lookback_days=0,
+                        query_limit=3 if result_limit is None else 500, result_limit=result_limit)
+    client = connect(pacs)
+    try:
+        with Store(tmp_path / "osteo.duckdb") as st:
+            res, out = sweep_pacs(st, client, pacs, run_id="r1", run_date=DAY0 + dt.timedelta(days=29))
+    finally:
+        client.close()
+    assert out.studies_listed == 10 and res.counts.get("pending") == 10
+    assert out.stopped is None and out.complete_through == (DAY0 + dt.timedelta(days=29)).isoformat()
+
+
+def test_orthanc_stopped_mid_sweep_then_started_again(fresh_orthanc, tmp_path, caplog):
+    """The PACS dies after the first window: that window is kept, the checkpoint stays there, the night goes
+    on; with the PACS back, the next night picks up every study after it."""
+    o = fresh_orthanc()
+    o.upload(_studies(tmp_path / "in", 6, step_days=10))  # one study every 10 days: 6 windows of 10 days
+    pacs = PacsSettings(o.dicomweb_url, since=DAY0, window_days=10, lookback_days=0, overlap_days=0)
+    run_date = DAY0 + dt.timedelta(days=59)
+
+    def kill_after_first(done: int, total: int) -> None:
+        if done == 1:
+            o.kill()
+
+    with Store(tmp_path / "osteo.duckdb") as st:
+        client = connect(pacs)
+        res, out = sweep_pacs(st, client, pacs, run_id="r1", run_date=run_date, progress=kill_after_first)
+        client.close()
+        assert out.windows_done == 1 and out.stopped and "\n" not in out.stopped
+        assert "2.25.77" not in out.stopped  # no UID in the message
+        assert out.complete_through == (DAY0 + dt.timedelta(days=9)).isoformat()
+        assert res.counts == {"pending": 1}
+        o.start()
+        client = connect(pacs)
+        res, out = sweep_pacs(st, client, pacs, run_id="r2", run_date=run_date)
+        client.close()
+    assert out.stopped is None and res.counts == {"pending": 6}
+    assert out.date_from == (DAY0 + dt.timedelta(days=9)).isoformat()  # resumed where the complete query ended
+    assert "2.25.77" not in caplog.text and "PF0" not in caplog.text  # no UID or ID in any log record
+
+
+def test_pacs_down_is_one_line(fresh_orthanc, tmp_path):
+    o = fresh_orthanc()
+    o.kill()
+    for url in _urls(o).values():
+        p = cli("sweep", "--workdir", tmp_path / url[:5], "--pacs", url, "--since", "2025-01-01")
+        line = one_line_error(p)
+        assert "127.0.0.1" in line
+
+
+@pytest.fixture
+def night(tiny_model, tmp_path, fresh_orthanc):
+    """A work folder over a fresh Orthanc holding 4 eligible studies, and the run context of the tiny model."""
+    o = fresh_orthanc()
+    o.upload(_studies(tmp_path / "in", 4))
+    s = load_settings(None, workdir=tmp_path / "work", model_dir=Path(tiny_model.model_dir), workers=0,
+                      pacs_url=o.dicomweb_url, since=DAY0)
+    return o, s
+
+
+def test_orthanc_stopped_before_scoring_then_started_again(night):
+    """Retrieval fails for every pending instance (recorded, the run goes on); the next night scores them all."""
+    o, s = night
+    ctx = RunContext.for_model(s, "n1")
+    sweep_stage(ctx)
+    o.kill()
+    out = score_stage(ctx)
+    assert out["scored"] == 0
+    reasons = _rows(s.store_path, "SELECT decode_reason, count(*) FROM instances GROUP BY ALL")
+    assert reasons == [("retrieve_failed", 4)]
+    o.start()
+    ctx = RunContext.for_model(s, "n2")
+    sweep_stage(ctx)
+    assert score_stage(ctx)["scored"] == 4
+    assert _rows(s.store_path, "SELECT status, count(*) FROM instances GROUP BY ALL") == [("scored", 4)]
+
+
+def test_instance_deleted_between_query_and_retrieve(night):
+    o, s = night
+    ctx = RunContext.for_model(s, "n1")
+    sweep_stage(ctx)
+    o.delete_instance("2.25.7721")
+    out = score_stage(ctx)
+    assert out["scored"] == 3
+    assert _rows(s.store_path, "SELECT reason FROM instances WHERE sop_instance_uid = '2.25.7721'") == [
+        ("retrieve_gone",)]
+    # the next night: the PACS no longer lists it, so its row goes; nothing else changes
+    ctx = RunContext.for_model(dataclasses.replace(s), "n2")
+    sweep = sweep_stage(ctx)
+    assert sweep["vanished"] == 1
+    assert _rows(s.store_path, "SELECT status, count(*) FROM instances GROUP BY ALL") == [("scored", 3)]
