@@ -23,15 +23,19 @@ def train_model(settings: Settings, entry: study.GridEntry, out: str, truth: str
 
 
 @flow(name="model_study")
-def model_study(archive: str, dxa_csv: str, out: str, grid: list[study.GridEntry], truth: str | None = None,
-                masks: str | None = None, workers: int = 2) -> str:
-    """Index the archive and the DXA table once, train every model of the grid, write the report."""
+def model_study(archive: str | None, dxa_csv: str, out: str, grid: list[study.GridEntry], truth: str | None = None,
+                masks: str | None = None, workers: int = 2, pacs: str | None = None, since: str | None = None,
+                calling_aet: str | None = None) -> str:
+    """Index the archive (a folder, or a PACS) and the DXA table once, train every model of the grid, write the report."""
     log = get_run_logger()
-    settings = load_settings(None, workdir=out, archive=archive, dxa_csv=dxa_csv, workers=workers)
+    from osteo_batch.pacs.config import parse_since
+
+    settings = load_settings(None, workdir=out, archive=archive, dxa_csv=dxa_csv, workers=workers, pacs_url=pacs,
+                             since=parse_since(since) if since else None, calling_aet=calling_aet)
     index_archive(settings, load_dxa=True)
     rows = []
     for entry in grid:
         row = train_model(settings, entry, out, truth, masks)
         log.info("%s: AUC %.3f, IoU_bone %s, Δbone %s", entry.name, row["auc"], row["iou_bone"], row["delta_bone"])
         rows.append(row)
-    return str(study.write_report(Path(out), rows, grid=grid, source=Path(archive).name))
+    return str(study.write_report(Path(out), rows, grid=grid, source=Path(archive).name if archive else settings.source))

@@ -165,6 +165,14 @@ class Settings:
 
         return real_roots(self.archive, self.allowed_roots) if self.archive else ()
 
+    def retrieval(self):
+        """How stages that decode reach PACS instances (:class:`osteo_batch.pacs.spool.Retrieval`), or None."""
+        if self.pacs is None:
+            return None
+        from osteo_batch.pacs.spool import Retrieval
+
+        return Retrieval(self.pacs, str(self.workdir / "spool"))
+
     @property
     def source(self) -> str | None:
         """The archive as the store and the pages show it: its folder, or the PACS URL without credentials."""

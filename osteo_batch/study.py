@@ -101,7 +101,8 @@ def train_entry(settings, entry: GridEntry, *, out: Path, truth_csv: Path | None
     )
     t0 = time.monotonic()
     with open_store(settings, read_only=True) as st:
-        res = train(st, out / "models" / entry.name, cfg, truth_csv=truth_csv, roots=settings.archive_roots())
+        res = train(st, out / "models" / entry.name, cfg, truth_csv=truth_csv, roots=settings.archive_roots(),
+                    retrieval=settings.retrieval())
     c = res.card
     v, bone = c["validation"], c.get("bone") or {}
     return {

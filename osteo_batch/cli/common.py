@@ -32,5 +32,5 @@ def source_args(args) -> dict:
 def need_source(settings) -> None:
     """A one-line error when neither a flag nor the config file names the archive."""
     if settings.archive is None and settings.pacs is None:
-        raise CliError("no archive: give --archive DIR or --pacs URL (or [archive] path / [pacs] url in --config)",
+        raise CliError("an archive is required: give --archive DIR or --pacs URL (or [archive] path or [pacs] url in --config)",
                        code="no_archive")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from osteo_batch.cli.common import CliError, say
+from osteo_batch.cli.common import CliError, need_source, say, source_args
 
 
 def cmd_train(args) -> int:
@@ -21,8 +21,9 @@ def cmd_train(args) -> int:
     from osteo_batch.settings import load_settings
     from osteo_batch.store import open_store
 
-    s = load_settings(args.config, workdir=args.workdir, archive=args.archive, dxa_csv=args.dxa,
-                      workers=args.workers)
+    s = load_settings(args.config, workdir=args.workdir, dxa_csv=args.dxa, workers=args.workers,
+                      **source_args(args))
+    need_source(s)
     index_archive(s, load_dxa=True)
     cfg = TrainConfig(backbone=args.backbone, weights=str(args.weights) if args.weights else None, epochs=args.epochs,
                       seed=args.seed, workers=args.workers, strategy=args.strategy,
@@ -32,7 +33,7 @@ def cmd_train(args) -> int:
                       label_sites=tuple(x.strip() for x in args.label_sites.split(",") if x.strip()))
     t0 = time.monotonic()
     with open_store(s) as st:
-        res = train(st, args.out, cfg, truth_csv=args.truth,
+        res = train(st, args.out, cfg, truth_csv=args.truth, roots=s.archive_roots(), retrieval=s.retrieval(),
                     progress=lambda e, n, loss: say(f"[train] epoch {e}/{n} loss {loss:.3f} ({time.monotonic() - t0:.0f} s)"))
     _print_model(res)
     return 0
@@ -114,13 +115,15 @@ def cmd_calibrate(args) -> int:
     from osteo_batch.models.calibrate import recalibrate_site
     from osteo_batch.models.model import check_model_dir
 
-    s = pipeline.load_settings(args.config, workdir=args.workdir, archive=args.archive, dxa_csv=args.dxa,
-                               workers=args.workers)
+    s = pipeline.load_settings(args.config, workdir=args.workdir, dxa_csv=args.dxa, workers=args.workers,
+                               **source_args(args))
+    need_source(s)
     check_model_dir(args.model)  # a damaged model fails here, before the sweep
     pipeline.index_archive(s, load_dxa=True)
     with pipeline.open_store(s, read_only=True) as st:
         e = recalibrate_site(st, Path(args.model), args.out, method=args.method, window_days=args.window_days,
-                             workers=s.workers, cache_dir=s.workdir / "cache", roots=s.archive_roots())
+                             workers=s.workers, cache_dir=s.workdir / "cache", roots=s.archive_roots(),
+                             retrieval=s.retrieval())
     print(f"model {e['model_id']} -> {e['out'].resolve()} (recalibrated from {e['from_model_id']})")
     print(f"{args.method} on {e['pairs'] - e['judged_on']} pairs, judged on {e['judged_on']}: "
           f"ECE {e['ece_before']:.3f} -> {e['ece_after']:.3f}, AUC {e['auc_before']:.3f} -> {e['auc_after']:.3f}; "
@@ -144,8 +147,8 @@ def cmd_study(args) -> int:
         truth, masks = cohort_dir / "truth.csv", cohort_dir / "bone_masks"
         grid = study.demo_grid(epochs=args.epochs or 6)
     else:
-        if not (args.archive and args.dxa and args.grid):
-            raise CliError("study needs --archive, --dxa and --grid (or --demo)")
+        if not ((args.archive or args.pacs) and args.dxa and args.grid):
+            raise CliError("study needs --archive DIR or --pacs URL, --dxa and --grid (or --demo)")
         archive, dxa, truth, masks = args.archive, args.dxa, args.truth, args.masks
         grid = study.load_grid(args.grid)
     from osteo_batch.flows import env
@@ -153,9 +156,12 @@ def cmd_study(args) -> int:
     env.configure(out)
     from osteo_batch.flows.study import model_study
 
-    report = model_study(archive=str(archive), dxa_csv=str(dxa), out=str(out), grid=grid,
+    pacs = None if args.demo else args.pacs
+    report = model_study(archive=str(archive) if archive else None, dxa_csv=str(dxa), out=str(out), grid=grid,
                          truth=str(truth) if truth else None, masks=str(masks) if masks else None,
-                         workers=args.workers)
+                         workers=args.workers, pacs=pacs,
+                         since=args.since.isoformat() if pacs and args.since else None,
+                         calling_aet=args.calling_aet if pacs else None)
     data = json.loads(Path(report).read_text())
     print(f"{'backbone':20}{'strategy':>9}{'init':>11}{'AUC':>8}{'95% CI':>16}{'sens':>7}{'spec':>7}{'Δbone':>8}{'IoU_bone':>9}")
     for r in data["rows"]:

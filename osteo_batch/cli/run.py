@@ -164,7 +164,7 @@ def cmd_serve(args) -> int:
     say(f"[serve] deployment 'nightly_screening/nightly' on cron {args.cron!r}; needs a running `prefect server start` "
         "(the ephemeral server does not fire schedules). Ctrl-C to stop.")
     if not (args.archive or args.pacs or args.config):
-        raise CliError("no archive: give --archive DIR or --pacs URL (or [archive] path / [pacs] url in --config)",
+        raise CliError("an archive is required: give --archive DIR or --pacs URL (or [archive] path or [pacs] url in --config)",
                        code="no_archive")
     if args.pacs:
         from osteo_batch.pacs.config import parse_pacs_url

@@ -171,7 +171,7 @@ def default_out(model_dir: Path, method: str) -> Path:
 
 
 def recalibrate_site(store, model_dir: Path, out: Path | None, *, method: str, window_days: int, workers: int,
-                     cache_dir: Path, roots: tuple[str, ...]) -> dict[str, Any]:
+                     cache_dir: Path, roots: tuple[str, ...], retrieval=None) -> dict[str, Any]:
     """Recalibrate ``model_dir`` on the site's own pairs in ``store``; write the new version to ``out``.
 
     Pairs come from the store (eligible images with a DXA within
@@ -195,7 +195,8 @@ def recalibrate_site(store, model_dir: Path, out: Path | None, *, method: str, w
     if len(pairs) < MIN_PAIRS:
         raise CalibrationError(f"only {len(pairs)} images pair with a DXA within {window_days} days; "
                                f"{MIN_PAIRS} or more are needed", code="too_few_pairs")
-    x, ok = decode_cached(pairs.items(), model.config.img_size, workers, str(cache_dir), roots=roots)
+    x, ok = decode_cached(pairs.items(), model.config.img_size, workers, str(cache_dir), roots=roots,
+                          retrieval=retrieval)
     if len(ok) < MIN_PAIRS:
         raise CalibrationError(f"only {len(ok)} of {len(pairs)} paired images could be read inside the archive; "
                                f"{MIN_PAIRS} or more are needed", code="too_few_pairs")

@@ -33,20 +33,30 @@ def predict(module, x, cfg: ModelConfig, batch_size: int = 32) -> np.ndarray:
 
 
 def decode_all(items: list[Item], img_size: int, workers: int, *,
-               roots: tuple[str, ...] = ()) -> tuple[np.ndarray, list[int]]:
+               roots: tuple[str, ...] = (), retrieval=None) -> tuple[np.ndarray, list[int]]:
     """Decode once into memory; returns images (N,1,H,W) and the indices that decoded.
 
     ``roots`` (:func:`osteo_batch.archive.walk.real_roots`): a file that
     resolves outside them is refused unopened, like the nightly scorer does.
+    ``retrieval`` (:class:`osteo_batch.pacs.spool.Retrieval`): items that are PACS
+    instances are retrieved into its spool while the ones before them decode.
     """
+    import contextlib
+
     import torch
 
-    ds = DicomDataset(items, img_size, roots=roots)
+    uris = [it.path for it in items if "://" in it.path] if retrieval is not None else []
+    ds = DicomDataset(items, img_size, roots=roots, spool_dir=retrieval.spool_dir if uris else None)
     xs, keep = [], []
-    for idx, x, failed in make_loader(ds, batch_size=16, workers=workers):
-        if len(idx):
-            xs.append(x)
-            keep.extend(idx.tolist())
+    with retrieval.prefetcher(uris, at_least=16) if uris else contextlib.nullcontext() as fetch:
+        for idx, x, failed in make_loader(ds, batch_size=16, workers=workers):
+            if fetch is not None:
+                for i in [*idx.tolist(), *(i for i, _ in failed)]:
+                    if "://" in items[i].path:
+                        fetch.done(items[i].path)
+            if len(idx):
+                xs.append(x)
+                keep.extend(idx.tolist())
     if not xs:
         return np.empty((0, 1, img_size, img_size), np.float32), []
     return torch.cat(xs).numpy(), keep
@@ -67,17 +77,17 @@ def cache_key(items: list[Item], img_size: int, roots: tuple[str, ...] = ()) -> 
 
 
 def decode_cached(items: list[Item], img_size: int, workers: int, cache_dir: str | None, *,
-                  roots: tuple[str, ...] = ()) -> tuple[np.ndarray, list[int]]:
+                  roots: tuple[str, ...] = (), retrieval=None) -> tuple[np.ndarray, list[int]]:
     """:func:`decode_all`, kept in ``cache_dir`` keyed by :func:`cache_key` (0600)."""
     if not cache_dir:
-        return decode_all(items, img_size, workers, roots=roots)
+        return decode_all(items, img_size, workers, roots=roots, retrieval=retrieval)
     from osteo_batch.outputs import private_dir, write_private
 
     path = private_dir(cache_dir) / f"decoded-{cache_key(items, img_size, roots)}.npz"
     if path.is_file():
         with np.load(path) as z:
             return z["x"], z["ok"].tolist()
-    x, ok = decode_all(items, img_size, workers, roots=roots)
+    x, ok = decode_all(items, img_size, workers, roots=roots, retrieval=retrieval)
     buf = io.BytesIO()
     np.savez(buf, x=x, ok=np.array(ok, dtype=np.int64))
     write_private(path, buf.getbuffer())  # one copy in memory beside x: the images are already all there

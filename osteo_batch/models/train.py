@@ -115,7 +115,7 @@ class _Network:
 
 
 def train(store: Store, out: str | Path, cfg: TrainConfig, *, truth_csv: str | Path | None = None,
-          progress=None, roots: tuple[str, ...] = ()) -> TrainResult:
+          progress=None, roots: tuple[str, ...] = (), retrieval=None) -> TrainResult:
     """Train on the eligible, DXA-paired images in ``store``; write the model directory ``out``.
 
     ``roots``: the archive's resolved roots (``Settings.archive_roots()``); when given, an image
@@ -130,7 +130,7 @@ def train(store: Store, out: str | Path, cfg: TrainConfig, *, truth_csv: str | P
     spec = get_backbone(cfg.backbone)
     pairs = _pairs(store, cfg)
     missing = unpaired(store, cfg.pair_window_days)
-    data = _split(pairs, cfg, spec.img_size, roots)
+    data = _split(pairs, cfg, spec.img_size, roots, retrieval)
     net = _build(cfg, spec)
     ckpt = Checkpoint(out, run_key(asdict(cfg), pairs.rows, pairs.labels))
     history = _fit(net, data, cfg, ckpt, progress, t0)
@@ -178,7 +178,7 @@ def _pairs(store: Store, cfg: TrainConfig) -> Pairs:
     return pairs
 
 
-def _split(pairs: Pairs, cfg: TrainConfig, img_size: int, roots: tuple[str, ...] = ()) -> _Splits:
+def _split(pairs: Pairs, cfg: TrainConfig, img_size: int, roots: tuple[str, ...] = (), retrieval=None) -> _Splits:
     """Patients to validation (and calibration) first, then decode, then images to their side."""
     labels, patients = pairs.labels, pairs.patients
     val_patients = split_by_patient(patients, labels, cfg.val_fraction, cfg.seed)
@@ -187,7 +187,7 @@ def _split(pairs: Pairs, cfg: TrainConfig, img_size: int, roots: tuple[str, ...]
         held_pairs = [(p, y) for p, y in zip(patients, labels) if p in val_patients]
         cal_patients = split_by_patient([p for p, _ in held_pairs], [y for _, y in held_pairs], cfg.calibration_share,
                                         cfg.seed + 1)
-    x_all, ok = decode_cached(pairs.items(), img_size, cfg.workers, cfg.cache_dir, roots=roots)
+    x_all, ok = decode_cached(pairs.items(), img_size, cfg.workers, cfg.cache_dir, roots=roots, retrieval=retrieval)
     y_all = np.array([labels[i] for i in ok])
     pid_all = np.array([patients[i] for i in ok])
     is_held = np.array([p in val_patients for p in pid_all])

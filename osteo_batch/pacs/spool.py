@@ -267,3 +267,23 @@ def checked_file(spool_dir: str, uri: str) -> tuple[str, tuple[str, ...], str | 
     if res.reason:
         return uri, (), res.reason
     return str(path), roots, None
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    """Where PACS instances come from and wait (a run's PACS and spool), for any stage that decodes them.
+
+    Scoring, the heat maps, training and calibration all read images through
+    :class:`osteo_batch.scoring.tensors.DicomDataset`; given this, an item whose
+    path is an instance URI is retrieved into the spool ahead of the workers.
+    """
+
+    pacs: object  # osteo_batch.pacs.config.PacsSettings
+    spool_dir: str
+
+    def prefetcher(self, uris: list[str], *, at_least: int = 1) -> Prefetcher:
+        from osteo_batch.pacs.connect import connect
+
+        pacs = self.pacs
+        return Prefetcher(lambda: connect(pacs), Spool(private_dir(self.spool_dir)), uris,
+                          parallel=pacs.parallel, limit=max(pacs.spool_max, at_least))
