@@ -19,7 +19,8 @@ def cmd_sweep(args) -> int:
     s = load_settings(args.config, workdir=args.workdir, workers=args.workers, **source_args(args))
     need_source(s)
     out = index_archive(s)["sweep"]
-    print(f"swept {out['files']} files ({out['headers_read']} headers read) in {out['seconds']} s")
+    what = "instances" if s.pacs is not None else "files"
+    print(f"swept {out['files']} {what} ({out['headers_read']} headers read) in {out['seconds']} s")
     _pacs_lines(out)
     for reason, n in out["by_reason"].items():
         print(f"  {n:8d}  {reason}")
@@ -42,6 +43,11 @@ def cmd_run(args) -> int:
 
     check_model_dir(s.resolved_model_dir())  # no model, or a damaged one: one line, before anything starts
     s.check_device()
+    if s.send_results:  # a phantom model's results never reach a PACS: refused before Prefect starts
+        from osteo_batch.run.context import RunContext
+        from osteo_batch.run.results import check_results_allowed
+
+        check_results_allowed(RunContext.for_model(s, "preflight"))
     if s.dxa_csv:
         from osteo_batch.followup.dxa import parse_dxa_csv
 

@@ -40,6 +40,10 @@ def start_run(settings: Settings, run_id: str, *, kind: str = "nightly") -> tupl
     takes the model from the context.
     """
     ctx = RunContext.for_model(settings, run_id) if kind == "nightly" else RunContext.for_index(settings, run_id)
+    if kind == "nightly":
+        from osteo_batch.run.results import check_results_allowed
+
+        check_results_allowed(ctx)  # --send-results a phantom model: refused before anything is swept
     with open_store(settings) as st:
         abandoned = st.rows("runs_end_abandoned", {"run_id": run_id})
         st.run("runs_start", {"run_id": run_id, "kind": kind, "archive": settings.source,
@@ -61,9 +65,18 @@ def index_archive(settings: Settings, run_id: str | None = None, *, load_dxa: bo
     with runlock.hold(settings.workdir, run_id):
         ctx, _ = start_run(settings, run_id, kind="sweep")
         out: dict[str, Any] = {"run_id": run_id}
-        if load_dxa:
-            out["dxa"] = stage_fns.load_dxa_stage(ctx)
-        out["sweep"] = stage_fns.sweep_stage(ctx)
+        try:
+            if load_dxa:
+                out["dxa"] = stage_fns.load_dxa_stage(ctx)
+            out["sweep"] = stage_fns.sweep_stage(ctx)
+        except BaseException as e:  # recorded as failed, not left "running" for the next run to call killed
+            summary = {"error": type(e).__name__, **({"error_code": e.code} if isinstance(getattr(e, "code", None), str)
+                                                     else {})}
+            try:
+                finish_run(settings, run_id, summary, status="failed")
+            except Exception:
+                log.warning("run %s: could not record the failure in the store", run_id)
+            raise
         finish_run(settings, run_id, {k: v for k, v in out.items() if k != "run_id"})
     return out
 

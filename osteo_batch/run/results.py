@@ -128,6 +128,17 @@ def fhir_bundle(store, ctx: RunContext) -> tuple[dict, int]:
     return bundle, len(bundle.get("entry") or [])
 
 
+def check_results_allowed(ctx: RunContext) -> None:
+    """Refuse ``--send-results`` without a PACS or with a phantom model (checked again when a run starts)."""
+    settings = ctx.settings
+    if settings.send_results:
+        if settings.pacs is None:
+            raise SendResultsError("--send-results stores SRs on the source PACS, and this archive is a folder")
+        if phantom_model(ctx.card) and not settings.allow_phantom_results:
+            raise PhantomResultsError("--send-results refused: the model card says this model was trained on "
+                                      "phantoms or from random weights, not for patients")
+
+
 @timed
 def results_stage(ctx: RunContext) -> dict[str, Any]:
     """Write ``WORKDIR/fhir/bundle-RUN_ID.json`` (0600), POST it with ``--fhir``, send SRs with ``--send-results``."""
@@ -136,12 +147,7 @@ def results_stage(ctx: RunContext) -> dict[str, Any]:
     settings = ctx.settings
     if ctx.model_id is None:
         return {"risk_assessments": 0}
-    if settings.send_results:
-        if settings.pacs is None:
-            raise SendResultsError("--send-results stores SRs on the source PACS, and this archive is a folder")
-        if phantom_model(ctx.card) and not settings.allow_phantom_results:
-            raise PhantomResultsError("--send-results refused: the model card says this model was trained on "
-                                      "phantoms or from random weights, not for patients")
+    check_results_allowed(ctx)
     with open_store(settings, read_only=True) as st:
         bundle, n = fhir_bundle(st, ctx)
     path = write_bundle(bundle, settings.workdir / "fhir" / f"bundle-{ctx.run_id}.json")
