@@ -172,7 +172,11 @@ class Prefetcher:
     def _fetch(self, uri: str) -> None:
         if self._stop.is_set():
             return
-        reason = retrieve_one(self._client(), self.spool, uri)
+        try:
+            reason = retrieve_one(self._client(), self.spool, uri)
+        except Exception:  # no client could be made (credentials gone, say): this instance fails, no worker waits
+            reason = Reason.RETRIEVE_FAILED.value
+            self.spool.fail(uri, reason)
         if reason:
             with self._lock:
                 self.failed[reason] = self.failed.get(reason, 0) + 1
@@ -229,11 +233,14 @@ def fetch_all(connect: Callable[[], object], spool: Spool, uris: list[str], para
     lock = threading.Lock()
 
     def one(uri: str) -> tuple[str, str | None]:
-        c = getattr(local, "client", None)
-        if c is None:
-            c = local.client = connect()
-            with lock:
-                clients.append(c)
+        try:
+            c = getattr(local, "client", None)
+            if c is None:
+                c = local.client = connect()
+                with lock:
+                    clients.append(c)
+        except Exception:
+            return uri, Reason.RETRIEVE_FAILED.value
         return uri, retrieve_one(c, spool, uri)
 
     try:

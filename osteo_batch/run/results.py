@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from osteo_batch.errors import UserError
+from osteo_batch.errors import OsteoError, UserError
 from osteo_batch.progress import timed
 from osteo_batch.run.context import RunContext
 from osteo_batch.store import open_store
@@ -84,21 +84,30 @@ def send_results(store, client, ctx: RunContext, destination: str, prefix: str) 
     model_id = ctx.need_model()
     rows = store.rows("results_to_send", {"model_id": model_id, "destination": destination, "prefix": prefix})
     sent = failed = 0
+    unbuilt: dict[str, int] = {}  # images whose SR could not be built, by error code
     version = str(ctx.card.get("version") or ctx.card.get("code_version") or model_id)
     today = ctx.settings.run_date()
     for i in range(0, len(rows), SEND_BATCH):
-        part = rows[i: i + SEND_BATCH]
-        srs = [build_sr(_source_dataset(r), ScoredResult(
-            sop_instance_uid=r["sop_instance_uid"], score=float(r["score"]), band=band_of(r["score"], ctx.bands),
-            model_id=model_id, model_version=version, threshold=float(ctx.threshold), supersedes=r["supersedes"],
-            supersedes_series_uid=(sr_series_uid(r["study_instance_uid"], r["supersedes_model"])
-                                   if r["supersedes"] else None),
-            run_date=today)) for r in part]
+        part, srs = [], []
+        for r in rows[i: i + SEND_BATCH]:
+            try:
+                srs.append(build_sr(_source_dataset(r), ScoredResult(
+                    sop_instance_uid=r["sop_instance_uid"], score=float(r["score"]),
+                    band=band_of(r["score"], ctx.bands), model_id=model_id, model_version=version,
+                    threshold=float(ctx.threshold), supersedes=r["supersedes"],
+                    supersedes_series_uid=(sr_series_uid(r["study_instance_uid"], r["supersedes_model"])
+                                           if r["supersedes"] else None),
+                    run_date=today)))
+                part.append(r)
+            except OsteoError as e:  # one image whose index row cannot make an SR: counted, the rest go
+                unbuilt[e.code] = unbuilt.get(e.code, 0) + 1
+        if not part:
+            continue
         try:
             client.store(srs)
-        except PacsError:
-            failed += len(part)  # kept unsent: the next night sends them
-            continue
+        except PacsError:  # the PACS refused or went away: these and the rest stay unsent, for the next night
+            failed += len(part) + len(rows[i + SEND_BATCH:])
+            break
         with store.transaction():
             store.run("results_sent_insert", sent=pa.table({
                 "sop_instance_uid": pa.array([r["sop_instance_uid"] for r in part], pa.string()),
@@ -109,7 +118,7 @@ def send_results(store, client, ctx: RunContext, destination: str, prefix: str) 
             }))
         sent += len(part)
     held = store.scalar("results_sent_count", {"model_id": model_id, "destination": destination})
-    return {"destination": destination, "sent": sent, "failed": failed, "already": held - sent}
+    return {"destination": destination, "sent": sent, "failed": failed, "already": held - sent, "not_built": unbuilt}
 
 
 def fhir_bundle(store, ctx: RunContext) -> tuple[dict, int]:

@@ -58,6 +58,10 @@ def shard_stage(ctx: RunContext, plan: dict[str, Any], shard: int, *, device: st
         settings.check_device()
     model = ctx.load_model(device)
     items = plan_items(p, shard)
+    deferred = 0
+    if settings.pacs is not None and not settings.pacs.may_query():  # outside [pacs] hours: no retrieval now
+        deferred = sum("://" in it.path for it in items)
+        items = [it for it in items if "://" not in it.path]  # they stay pending for the next night
     label = f"scoring shard {shard + 1}/{p.n_shards}" if p.n_shards > 1 else "scoring"
     opts = settings.score_options(device)
     if settings.pacs is not None:  # flagged images keep their retrieved file for the heat map
@@ -71,7 +75,7 @@ def shard_stage(ctx: RunContext, plan: dict[str, Any], shard: int, *, device: st
     res = score_shard(model, items, out_dir=settings.workdir / "scores", run_id=ctx.run_id, shard=shard,
                       n_shards=p.n_shards, opts=opts,
                       progress=ProgressLog(label, len(items), unit="images"))
-    return {**res.counts(), "device": device}
+    return {**res.counts(), "device": device, **({"retrieval_deferred": deferred} if deferred else {})}
 
 
 def _shard_process(context: dict[str, Any], plan: dict[str, Any], shard: int, device: str) -> dict[str, Any]:

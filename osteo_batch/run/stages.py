@@ -124,7 +124,11 @@ def explain_stage(ctx: RunContext) -> dict[str, Any]:
         pacs, spool = settings.pacs, Spool.at(settings.workdir)
         if pacs is None:
             raise SettingsError("flagged images from a PACS need the PACS to draw their heat maps; pass --pacs URL")
-        lost = fetch_all(lambda: connect(pacs), spool, [it.path for it in todo if "://" in it.path], pacs.parallel)
+        wanted = [it.path for it in todo if "://" in it.path]
+        if pacs.may_query():
+            lost = fetch_all(lambda: connect(pacs), spool, wanted, pacs.parallel)
+        else:  # outside [pacs] hours: only what the spool holds; the rest get their heat map another night
+            lost = {u: "deferred" for u in wanted if not spool.path_for(u).exists()}
         not_retrieved = len(lost)
         uris = [it.path for it in todo if it.path not in lost]
         todo = [Item(str(spool.path_for(it.path)) if "://" in it.path else it.path, it.sop_instance_uid, None)

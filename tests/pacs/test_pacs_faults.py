@@ -145,3 +145,34 @@ def test_instance_deleted_between_query_and_retrieve(night):
     sweep = sweep_stage(ctx)
     assert sweep["vanished"] == 1
     assert _rows(s.store_path, "SELECT status, count(*) FROM instances GROUP BY ALL") == [("scored", 3)]
+
+
+def test_outside_the_query_hours_the_pacs_is_left_alone(night):
+    """[pacs] hours: outside them no query and no retrieval; what waits stays pending for the next night."""
+    o, s = night
+    now = dt.datetime.now()
+    later = f"{(now + dt.timedelta(hours=2)).strftime('%H:%M')}-{(now + dt.timedelta(hours=3)).strftime('%H:%M')}"
+    closed = dataclasses.replace(s, pacs=dataclasses.replace(s.pacs, hours=later))
+    out = sweep_stage(RunContext.for_model(closed, "n0"))
+    assert out["pacs"]["windows_done"] == 0 and "hours" in out["pacs"]["stopped"]
+    sweep_stage(RunContext.for_model(s, "n1"))  # open: indexed
+    scored = score_stage(RunContext.for_model(closed, "n2"))
+    assert scored["scored"] == 0
+    assert _rows(s.store_path, "SELECT status, count(*) FROM instances GROUP BY ALL") == [("pending", 4)]
+
+
+def test_results_kept_for_a_pacs_that_is_down(night):
+    """SRs that could not be stored are not lost: the next results stage sends them."""
+    from osteo_batch.run.results import results_stage
+
+    o, s = night
+    s = dataclasses.replace(s, send_results=True, allow_phantom_results=True)
+    ctx = RunContext.for_model(s, "n1")
+    sweep_stage(ctx)
+    assert score_stage(ctx)["scored"] == 4
+    o.kill()
+    down = results_stage(ctx)["sr"]
+    assert down["sent"] == 0 and down["failed"] == 4
+    o.start()
+    back = results_stage(RunContext.for_model(s, "n2"))["sr"]
+    assert back["sent"] == 4 and back["failed"] == 0
