@@ -176,3 +176,31 @@ def test_results_kept_for_a_pacs_that_is_down(night):
     o.start()
     back = results_stage(RunContext.for_model(s, "n2"))["sr"]
     assert back["sent"] == 4 and back["failed"] == 0
+
+
+def test_credentials_reach_the_pacs_and_nothing_else(fresh_orthanc, tmp_path):
+    """DICOMweb basic auth from the environment: the sweep works, and the password is nowhere we write."""
+    import os
+    import subprocess
+    import sys
+
+    secret = "s3cret-pw-91"
+    o = fresh_orthanc(extra={"AuthenticationEnabled": True, "RegisteredUsers": {"osteo": secret}})
+    o.upload(_studies(tmp_path / "in", 2))
+    work = tmp_path / "work"
+    env = {**os.environ, "OSTEO_PACS_CREDENTIALS": f"basic osteo:{secret}"}
+    exe = str(Path(sys.executable).parent / "osteo-batch")
+    p = subprocess.run([exe, "sweep", "--workdir", str(work), "--pacs", o.dicomweb_url, "--since", "2025-01-01"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "2 instances" in p.stdout
+    assert secret not in p.stdout + p.stderr
+    for f in work.rglob("*"):
+        if f.is_file():
+            assert secret.encode() not in f.read_bytes(), f.name
+    # without them: refused, in one line, and the password is not what it names
+    env.pop("OSTEO_PACS_CREDENTIALS")
+    line = one_line_error(subprocess.run([exe, "sweep", "--workdir", str(tmp_path / "w2"), "--pacs", o.dicomweb_url,
+                                          "--since", "2025-01-01"], capture_output=True, text=True, env=env,
+                                         timeout=300))
+    assert "401" in line or "credentials" in line

@@ -163,8 +163,12 @@ def test_second_night_adds_only_the_new_study(pacs_nights, tmp_path):  # before 
     from pydicom.uid import generate_uid
 
     s = pacs_nights["dicomweb"]["settings"]
+    held = _count(s.store_path, "SELECT count(*) FROM instances")
     again = run_nightly(s, "night2-dicomweb")
     assert again["score"]["scored"] == 0
+    # tonight asked only for the last weeks (look-back), so the older rows were not listed: none vanished
+    assert again["sweep"]["pacs"]["date_from"] > pacs_nights["since"].isoformat()
+    assert again["sweep"]["vanished"] == 0 and _count(s.store_path, "SELECT count(*) FROM instances") == held
     assert again["sweep"]["pacs"]["studies_fetched"] == 0  # every study listed with its count: no metadata asked
     # a new study of an eligible woman, dated yesterday (inside tonight's look-back)
     store = s.store_path
