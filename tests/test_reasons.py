@@ -258,6 +258,11 @@ COVERED_BY: dict[str, tuple[str, ...]] = {
     "decode_timeout": (HERE, "tests/dicom/test_pixels_hostile.py"),
     "read_timeout": ("tests/archive/test_sweep_timeouts.py",),
     "ineligible:study_date": (HERE, "tests/archive/test_eligibility_study_dates.py"),
+    # a PACS source: real Orthanc (stopped, an instance deleted), a socket that never answers
+    "retrieve_failed": ("tests/pacs/test_pacs_faults.py",),
+    "retrieve_gone": ("tests/pacs/test_pacs_faults.py", "tests/pacs/test_dicomweb_client.py"),
+    "retrieve_timeout": ("tests/pacs/test_pacs_faults.py", "tests/pacs/test_dicomweb_client.py"),
+    "osteo_batch_result": ("tests/pacs/test_pacs_nightly.py", "tests/results/test_own_objects.py"),
 }
 #: Codes in the vocabulary that no code path produces yet, so no file can trigger them (say why).
 NOT_PRODUCED: dict[str, str] = {}

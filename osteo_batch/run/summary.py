@@ -47,6 +47,8 @@ def headline(s: dict[str, Any]) -> dict[str, Any]:
         # every stage's summary carries its seconds, nothing else in it does
         "stages": [(k, v.get("seconds")) for k, v in s.items() if isinstance(v, dict) and "seconds" in v],
         "unreadable_folders": unreadable_folders(s.get("sweep", {})),
+        "pacs": s.get("sweep", {}).get("pacs"),  # windows, studies, where the queries stopped (no patient data)
+        "results": s.get("results") or {},  # SRs stored, the FHIR Bundle
         **_study_dates(s),
     }
 
@@ -136,6 +138,11 @@ def summary_markdown(s: dict[str, Any]) -> str:
         + (", ".join(f"{n} {k}" for k, n in h["excluded"].items()) or "none"),
         *([_study_dates_line(h)] if h["study_dates"] is not None else []),
         *([f"- **{unreadable_folders_line(h['unreadable_folders'])}**"] if h["unreadable_folders"] else []),
+        *([_pacs_line(h["pacs"])] if h["pacs"] else []),
+        *([f"- results back: {h['results']['sr']['sent']} SR(s) stored, {h['results']['sr']['failed']} kept for "
+           "the next night"] if h["results"].get("sr") else []),
+        *([f"- FHIR bundle: {h['results'].get('risk_assessments', 0)} RiskAssessments"]
+          if h["results"].get("fhir_bundle") else []),
         "",
         "| status or reason | files |",
         "|---|---|",
@@ -148,6 +155,12 @@ def summary_markdown(s: dict[str, Any]) -> str:
         DISCLAIMER,
     ]
     return "\n".join(lines)
+
+
+def _pacs_line(p: dict[str, Any]) -> str:
+    line = (f"- PACS `{p['source']}`: study dates {p['date_from']} to {p['date_to']}, {p['windows_done']}/{p['windows']}"
+            f" windows, {p['studies_listed']} studies listed; complete through {p['complete_through']}")
+    return line + (f"; **queries stopped early: {p['stopped']}**" if p.get("stopped") else "")
 
 
 def _study_dates_line(h: dict[str, Any]) -> str:

@@ -204,3 +204,28 @@ def test_credentials_reach_the_pacs_and_nothing_else(fresh_orthanc, tmp_path):
                                           "--since", "2025-01-01"], capture_output=True, text=True, env=env,
                                          timeout=300))
     assert "401" in line or "credentials" in line
+
+
+def test_a_pacs_that_never_answers_times_out_per_instance(tiny_model, silent_port, tmp_path):
+    """A hung PACS (it accepts the connection, then says nothing): each instance is retrieve_timeout, in time."""
+    import time
+
+    import pyarrow.parquet as pq
+
+    from osteo_batch.models.model import load_model_dir
+    from osteo_batch.pacs.sweep import instance_uri
+    from osteo_batch.scoring.score import ScoreOptions, score_shard
+    from osteo_batch.scoring.tensors import Item
+
+    pacs = PacsSettings(f"http://127.0.0.1:{silent_port}/dicom-web", timeout_s=1, parallel=2)
+    items = [Item(instance_uri(pacs.display, f"2.25.1{k}", f"2.25.2{k}", f"2.25.3{k}"), f"2.25.3{k}", f"P{k}")
+             for k in range(3)]
+    spool = tmp_path / "spool"
+    spool.mkdir(mode=0o700)
+    t = time.monotonic()
+    res = score_shard(load_model_dir(tiny_model.model_dir), items, out_dir=tmp_path / "scores", run_id="hung",
+                      opts=ScoreOptions(workers=0, pacs=pacs, spool_dir=str(spool)))
+    assert time.monotonic() - t < 30
+    assert res.scored == 0 and res.rejected == 3
+    reasons = [r for f in res.parts for r in pq.read_table(f)["decode_reason"].to_pylist()]
+    assert reasons == ["retrieve_timeout"] * 3

@@ -145,6 +145,13 @@ def test_heat_maps_for_the_flagged(pacs_nights, protocol):
     assert got["explained"] == want["explained"] and got["failed"] == 0
 
 
+def test_run_page_says_what_the_pacs_was_asked(pacs_nights):
+    summary = pacs_nights["dimse"]["summary"]
+    html = Path(summary["run_page"]).read_text()
+    assert 'id="pacs"' in html and summary["sweep"]["pacs"]["source"] in html
+    assert 'id="results-fhir"' in html
+
+
 def test_uri_rows_hold_no_patient_data(pacs_nights, cohort_dir):
     store = pacs_nights["dicomweb"]["settings"].store_path
     con = duckdb.connect(str(store), read_only=True)
@@ -260,9 +267,11 @@ def test_results_back_as_sr(pacs_nights, protocol, tmp_path):
     # one of them, as Orthanc holds it, is a valid Comprehensive SR that names its image
     con = db.connect(str(s.store_path), read_only=True)
     try:
-        sop, sr_uid = con.execute("SELECT sop_instance_uid, sr_instance_uid FROM results_sent LIMIT 1").fetchall()[0]
-        study, series = con.execute("SELECT study_instance_uid, series_instance_uid FROM instances "
-                                    "WHERE sop_instance_uid = ?", [sop]).fetchall()[0]
+        sop, sr_uid = con.execute("SELECT r.sop_instance_uid, r.sr_instance_uid FROM results_sent r JOIN instances i "
+                                  "USING (sop_instance_uid) ORDER BY regexp_matches(i.patient_name, '[가-힣]') DESC, 1 LIMIT 1"
+                                  ).fetchall()[0]
+        study, series, want_name = con.execute("SELECT study_instance_uid, series_instance_uid, patient_name "
+                                               "FROM instances WHERE sop_instance_uid = ?", [sop]).fetchall()[0]
     finally:
         con.close()
     from dicomweb_client.api import DICOMwebClient
@@ -276,7 +285,6 @@ def test_results_back_as_sr(pacs_nights, protocol, tmp_path):
     check = subprocess.run(["dciodvfy", str(f)], capture_output=True, text=True)
     errors = [l for l in (check.stdout + check.stderr).splitlines() if l.startswith("Error")]
     assert not errors, errors
-    want_name = next(p.patient_name for p in pacs_nights["plans"] if p.sop_instance_uid == sop)
     assert str(sr.PatientName) == want_name  # the name as the image has it (UTF-8), not replacement characters
     assert sop in str(sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
                       .ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
@@ -290,11 +298,17 @@ def test_results_back_as_sr(pacs_nights, protocol, tmp_path):
     assert again["sent"] == n_scored and _sr_count(orthanc) == len(sent)
 
 
-def test_rerun_does_not_score_our_srs(pacs_nights):
-    """The SRs now in Orthanc's studies are listed, recognised by content and never scored."""
-    s = pacs_nights["dimse"]["settings"]
+def test_rerun_does_not_score_our_srs(pacs_nights, tmp_path):
+    """A night from scratch over the PACS that now holds our SRs: each is listed, recognised by content
+    (osteo_batch_result) and never scored; the images are scored as before."""
     n_sr = _sr_count(pacs_nights["orthanc"])
     assert n_sr > 0
-    summary = run_nightly(s, "night2-dimse")
-    assert summary["score"]["scored"] == len(pacs_nights.get("new", ()))  # only the study uploaded after night 1
+    first = pacs_nights["dimse"]["settings"]
+    s = load_settings(None, workdir=tmp_path / "again", model_dir=pacs_nights["model"], workers=1, pacs=first.pacs)
+    summary = run_nightly(s, "again-dimse")
     assert summary["instances"]["by_reason"].get("osteo_batch_result") == n_sr
+    folder_scored = len(_scores(pacs_nights["folder"]["settings"].store_path))
+    assert summary["score"]["scored"] == folder_scored + len(pacs_nights.get("new", ()))
+    sr_rows = _count(s.store_path, "SELECT count(*) FROM instances i JOIN scores s USING (sop_instance_uid) "
+                                   "WHERE i.reason = 'osteo_batch_result'")
+    assert sr_rows == 0
