@@ -31,8 +31,12 @@ def private_dir(path: str | os.PathLike) -> Path:
     return p
 
 
-def write_private(path: str | os.PathLike, data: bytes | str) -> Path:
-    """Write ``data`` to ``path`` atomically with mode 0600."""
+def write_private(path: str | os.PathLike, data: bytes | str, *, durable: bool = True) -> Path:
+    """Write ``data`` to ``path`` atomically with mode 0600.
+
+    ``durable=False`` skips the fsync: for files a crash may lose because they are fetched again
+    (the PACS spool), where a sync per instance would cost more than the retrieval.
+    """
     p = Path(path)
     private_dir(p.parent)
     raw = data.encode("utf-8") if isinstance(data, str) else data
@@ -41,7 +45,8 @@ def write_private(path: str | os.PathLike, data: bytes | str) -> Path:
         with os.fdopen(fd, "wb") as f:
             f.write(raw)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.chmod(tmp, 0o600)
         os.replace(tmp, p)
     except BaseException as e:

@@ -261,7 +261,7 @@ class DimseClient:
             if str(event.request.AffectedSOPInstanceUID) != sop_instance_uid:
                 return 0xC001  # not what we asked for: refuse it
             try:
-                write_private(dest, event.encoded_dataset())
+                write_private(dest, event.encoded_dataset(), durable=False)
             except OSError as e:  # a full disk is the user's to fix: raised after the C-GET
                 faults.append(e)
                 return 0xA700
