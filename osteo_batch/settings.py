@@ -81,8 +81,13 @@ class Settings:
 
             if not isinstance(self.pacs, PacsSettings):
                 raise SettingsError("pacs must be a PacsSettings (osteo_batch.pacs.config)")
-        if self.fhir_url is not None and not str(self.fhir_url).startswith(("http://", "https://")):
-            raise SettingsError(f"--fhir {_show(self.fhir_url)} must be an http:// or https:// URL")
+        if self.fhir_url is not None:
+            from urllib.parse import urlsplit
+
+            u = urlsplit(str(self.fhir_url))
+            if u.scheme not in ("http", "https") or not u.hostname or u.username or u.password or u.query:
+                raise SettingsError("--fhir must be an http:// or https:// URL without credentials or a query "
+                                    "(credentials go in the environment variable OSTEO_FHIR_CREDENTIALS)")
 
     def zone(self) -> dt.tzinfo | None:
         """The archive's time zone (None: this machine's local time zone)."""

@@ -118,6 +118,8 @@ def _results_lines(res: dict) -> None:
     if res.get("fhir_bundle"):
         print(f"FHIR bundle: {Path(res['fhir_bundle']).resolve()} ({res.get('risk_assessments', 0)} RiskAssessments)"
               + (f", posted to {res['fhir_posted']}" if res.get("fhir_posted") else ""))
+    if res.get("fhir_error"):
+        print(f"warning: the FHIR bundle was not posted ({res['fhir_error']}); it is kept beside the run's files")
 
 
 def _warn_unreadable_folders(sweep: dict) -> None:

@@ -13,7 +13,14 @@ from osteo_batch.pacs.config import PacsSettings
 
 
 def connect(pacs: PacsSettings) -> PacsClient:
-    """A new client for ``pacs``; the caller closes it."""
+    """A new client for ``pacs``; the caller closes it.
+
+    pydicom is silenced first: the clients build data sets from the PACS's
+    answers, and pydicom's warnings about a malformed value quote it.
+    """
+    from osteo_batch.dicom.quiet import silence_pydicom
+
+    silence_pydicom()
     u = pacs.parsed
     if u.protocol == "dicomweb":
         from osteo_batch.pacs.credentials import load_credentials

@@ -166,6 +166,8 @@ class DicomwebClient:
             filters["ModalitiesInStudy"] = query.modality
         if query.sex:
             filters["PatientSex"] = query.sex
+        if query.time_from is not None or query.time_to is not None:  # a full day, split by study time
+            filters["StudyTime"] = _time_range(query)
         try:
             found = self._web.search_for_studies(search_filters=filters, fields=list(STUDY_FIELDS), limit=query.limit)
             hits = [_study_hit(js) for js in found][: query.limit]
@@ -232,6 +234,12 @@ def _study_hit(js: dict) -> StudyHit:
         study_date=_date(ds.get("StudyDate")),
         n_instances=_int(ds.get("NumberOfStudyRelatedInstances")),
     )
+
+
+def _time_range(query: StudyQuery) -> str:
+    """A DICOM TM range, ``HHMMSS-HHMMSS``, for a study-level query split by time."""
+    a, b = query.time_from or dt.time(0, 0), query.time_to or dt.time(23, 59, 59)
+    return f"{a:%H%M%S}-{b:%H%M%S}"
 
 
 def _date(value) -> dt.date | None:

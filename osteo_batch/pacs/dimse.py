@@ -217,6 +217,10 @@ class DimseClient:
         q = _query("STUDY", StudyInstanceUID="", StudyDate=f"{query.date_from:%Y%m%d}-{query.date_to:%Y%m%d}",
                    ModalitiesInStudy=query.modality or "", PatientSex=query.sex or "",
                    NumberOfStudyRelatedInstances=None)
+        if query.time_from is not None or query.time_to is not None:  # a full day, split by study time
+            from osteo_batch.pacs.dicomweb import _time_range
+
+            q.StudyTime = _time_range(query)
         with self._association(op, [(FIND_MODEL, None)]) as assoc:
             found, cut = self._find(assoc, q, op, limit=query.limit)
         if cut and len(found) < query.limit:

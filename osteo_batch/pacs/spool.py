@@ -155,6 +155,7 @@ class Prefetcher:
         self.parallel, self.limit = max(1, parallel), max(1, limit)
         self._slots = threading.Semaphore(self.limit)
         self._stop = threading.Event()
+        self._broken = threading.Event()
         self._local = threading.local()
         self._clients: list = []
         self._lock = threading.Lock()
@@ -173,19 +174,33 @@ class Prefetcher:
         if self._stop.is_set():
             return
         try:
-            reason = retrieve_one(self._client(), self.spool, uri)
-        except Exception:  # no client could be made (credentials gone, say): this instance fails, no worker waits
-            reason = Reason.RETRIEVE_FAILED.value
-            self.spool.fail(uri, reason)
+            try:
+                reason = retrieve_one(self._client(), self.spool, uri)
+            except Exception:  # no client could be made (credentials gone, say): this instance fails
+                reason = Reason.RETRIEVE_FAILED.value
+                self.spool.fail(uri, reason)
+        except BaseException:  # not even its .err could be written (a full disk): stop saying we are alive, so
+            self._broken.set()  # every waiting worker gives up (retrieve_failed) instead of waiting for ever
+            raise
         if reason:
             with self._lock:
                 self.failed[reason] = self.failed.get(reason, 0) + 1
 
     def _beat(self) -> None:
-        while not self._stop.wait(1.0):
-            self.spool.alive()
+        while not self._stop.wait(1.0) and not self._broken.is_set():
+            try:
+                self.spool.alive()
+            except OSError:  # cannot even touch the spool: the workers will see no sign of life
+                return
 
     def _run(self) -> None:
+        try:
+            self._submit_all()
+        except BaseException:  # the retrieval thread itself failed: no waiting worker may wait for ever
+            self._broken.set()
+            raise
+
+    def _submit_all(self) -> None:
         with ThreadPoolExecutor(max_workers=self.parallel, thread_name_prefix="osteo-retrieve") as pool:
             for uri in self.uris:
                 while not self._slots.acquire(timeout=0.2):

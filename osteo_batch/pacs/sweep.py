@@ -107,8 +107,6 @@ def sweep_pacs(
     a first night. Otherwise returns what was done, with ``stopped`` set when
     the queries ended early; what was committed stays, and the next night resumes.
     """
-    import pyarrow as pa
-
     rules = rules or load_rules()
     run_date = run_date or dt.date.today()
     source, prefix = pacs.display, source_prefix(pacs.display)
@@ -121,6 +119,21 @@ def sweep_pacs(
     filt = filters_from_rules(rules)
     out = PacsSweep(source, rng[0].isoformat(), rng[1].isoformat(),
                     filters={"modalities": list(filt.modalities or []), "sex": filt.sex})
+    try:
+        n_read, vanished = _sweep_windows(store, client, pacs, out, rng, filt, run_id, now, source, prefix, through,
+                                          queried_from, progress)
+    finally:  # whatever stopped the queries, every row committed so far gets its status from the same rules
+        apply_rules(store, rules, run_date)
+        counts = resolve_status(store, model_id)
+    total = store.scalar("count_instances")
+    return SweepResult(files=total, read=n_read, vanished=vanished, counts=counts), out
+
+
+def _sweep_windows(store: Store, client: PacsClient, pacs: PacsSettings, out: PacsSweep, rng, filt, run_id: str,
+                   now, source: str, prefix: str, through, queried_from, progress) -> tuple[int, int]:
+    """Tonight's windows, oldest first, each committed alone; returns (instances judged, rows dropped)."""
+    import pyarrow as pa
+
     vanished = _refresh_gone(store, client, source, prefix, run_id)
     store.run("pacs_retry", {"prefix": prefix})
     windows = date_windows(rng[0], rng[1], pacs.window_days)
@@ -157,7 +170,12 @@ def sweep_pacs(
                       listed=listed, fetched=pa.table({"study_instance_uid": pa.array(todo, pa.string())}),
                       new_rows=rows)
             store.run("instances_upsert", new_rows=rows)
-            first = rng[0] if queried_from is None else min(queried_from, rng[0])
+            # the earliest day asked for moves back (an earlier --since) only once tonight's windows from it have
+            # reached the old one: a backfill that stops half-way is asked again from its start the next night
+            if queried_from is None:
+                first = rng[0]
+            else:
+                first = min(rng[0], queried_from) if b >= queried_from else queried_from
             if through is None or b > through or first != queried_from:
                 through, queried_from = max(b, through or b), first
                 store.run("pacs_state_set", {"source": source, "through": through, "from": first, "run_id": run_id})
@@ -169,10 +187,7 @@ def sweep_pacs(
         if progress:
             progress(out.windows_done, out.windows)
     out.complete_through = through.isoformat() if through else None
-    apply_rules(store, rules, run_date)
-    counts = resolve_status(store, model_id)
-    total = store.scalar("count_instances")
-    return SweepResult(files=total, read=n_read, vanished=vanished, counts=counts), out
+    return n_read, vanished
 
 
 def _refresh_gone(store: Store, client: PacsClient, source: str, prefix: str, run_id: str) -> int:

@@ -17,12 +17,15 @@ supersedes.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from osteo_batch.errors import OsteoError, UserError
 from osteo_batch.progress import timed
 from osteo_batch.run.context import RunContext
 from osteo_batch.store import open_store
+
+log = logging.getLogger("osteo_batch")
 
 #: SRs per STOW-RS request or C-STORE association.
 SEND_BATCH = 50
@@ -78,7 +81,6 @@ def send_results(store, client, ctx: RunContext, destination: str, prefix: str) 
     import pyarrow as pa
 
     from osteo_batch.models.bands import band_of
-    from osteo_batch.pacs.client import PacsError
     from osteo_batch.results.sr import ScoredResult, build_sr, sr_series_uid
 
     model_id = ctx.need_model()
@@ -99,13 +101,14 @@ def send_results(store, client, ctx: RunContext, destination: str, prefix: str) 
                                            if r["supersedes"] else None),
                     run_date=today)))
                 part.append(r)
-            except OsteoError as e:  # one image whose index row cannot make an SR: counted, the rest go
-                unbuilt[e.code] = unbuilt.get(e.code, 0) + 1
+            except Exception as e:  # one image whose index row cannot make an SR: counted, the rest go
+                code = e.code if isinstance(e, OsteoError) else type(e).__name__
+                unbuilt[code] = unbuilt.get(code, 0) + 1
         if not part:
             continue
         try:
             client.store(srs)
-        except PacsError:  # the PACS refused or went away: these and the rest stay unsent, for the next night
+        except Exception:  # the PACS refused or went away: these and the rest stay unsent, for the next night
             failed += len(part) + len(rows[i + SEND_BATCH:])
             break
         with store.transaction():
@@ -164,8 +167,12 @@ def results_stage(ctx: RunContext) -> dict[str, Any]:
     if settings.fhir_url:
         from osteo_batch.pacs.credentials import load_credentials
 
-        post_bundle(bundle, settings.fhir_url, credentials=load_credentials(FHIR_CREDENTIALS_ENV, None))
-        out["fhir_posted"] = settings.fhir_url
+        try:
+            post_bundle(bundle, settings.fhir_url, credentials=load_credentials(FHIR_CREDENTIALS_ENV, None))
+            out["fhir_posted"] = settings.fhir_url
+        except OsteoError as e:  # the bundle is on disk; the SRs still go; the run page says what failed
+            out["fhir_error"] = e.code
+            log.warning("FHIR bundle not posted (%s); it is kept in %s", e.code, path.name)
     if settings.send_results:
         from osteo_batch.pacs.connect import connect
         from osteo_batch.pacs.sweep import source_prefix

@@ -229,3 +229,25 @@ def test_a_pacs_that_never_answers_times_out_per_instance(tiny_model, silent_por
     assert res.scored == 0 and res.rejected == 3
     reasons = [r for f in res.parts for r in pq.read_table(f)["decode_reason"].to_pylist()]
     assert reasons == ["retrieve_timeout"] * 3
+
+
+@pytest.mark.parametrize("protocol", ["dicomweb", "dimse"])
+def test_a_full_day_is_split_by_study_time(fresh_orthanc, tmp_path, protocol):
+    """Six studies on one day and a PACS that answers 3 at most: the day is asked for by StudyTime ranges."""
+    o = fresh_orthanc(limit_find_results=3, limit_find_instances=3)
+    paths = []
+    for k in range(6):
+        ds = dicom_factory.dataset(sop_instance_uid=f"2.25.88{k}1", study_instance_uid=f"2.25.88{k}2",
+                                   series_instance_uid=f"2.25.88{k}3", patient_id=f"PT{k:03d}",
+                                   study_date=DAY0.strftime("%Y%m%d"))
+        ds.StudyTime = f"{2 + 3 * k:02d}1500"
+        paths.append(dicom_factory.write(ds, tmp_path / "in" / f"t{k}.dcm"))
+    assert o.upload(paths)["accepted"] == 6
+    pacs = PacsSettings(_urls(o)[protocol], since=DAY0, window_days=1, lookback_days=0, query_limit=3)
+    client = connect(pacs)
+    try:
+        with Store(tmp_path / "osteo.duckdb") as st:
+            res, out = sweep_pacs(st, client, pacs, run_id="r1", run_date=DAY0)
+    finally:
+        client.close()
+    assert out.stopped is None and out.studies_listed == 6 and res.counts == {"pending": 6}
