@@ -5,4 +5,8 @@ SELECT path, sop_instance_uid, patient_id,
        CAST(CAST(('0x' || left(sha256(sop_instance_uid), 16)) AS UBIGINT) % CAST($n_shards AS UBIGINT) AS INTEGER) AS shard
 FROM instances
 WHERE status = 'pending'
+  -- this run's source only ($prefix: a PACS's URI prefix; NULL: a folder): rows another source left in
+  -- the work folder wait, pending, for a run from their own source
+  AND (CASE WHEN CAST($prefix AS VARCHAR) IS NULL THEN NOT regexp_matches(path, '^(https?|dimse)://')
+            ELSE starts_with(path, $prefix) END)
 ORDER BY sop_instance_uid;

@@ -38,8 +38,17 @@ def plan_stage(ctx: RunContext) -> dict[str, Any]:
         earlier = load_scores(st, scores_dir)  # parts a killed or held run wrote but never loaded
         if earlier.files:
             resolve_status(st, model_id)
-        p = plan(st, scores_dir, ctx.run_id, settings.n_shards())
+        p = plan(st, scores_dir, ctx.run_id, settings.n_shards(), source_prefix=run_source_prefix(settings))
     return {"plan": asdict(p), "recovered_from_earlier_parts": earlier.scored}
+
+
+def run_source_prefix(settings) -> str | None:
+    """The run's source as the index writes its paths: a PACS's URI prefix, or None for a folder."""
+    if settings.pacs is None:
+        return None
+    from osteo_batch.pacs.sweep import source_prefix
+
+    return source_prefix(settings.pacs.display)
 
 
 def shard_stage(ctx: RunContext, plan: dict[str, Any], shard: int, *, device: str | None = None) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import Any, Callable
 from osteo_batch.progress import timed
 from osteo_batch.run.context import RunContext
 from osteo_batch.run.results import results_stage
-from osteo_batch.run.shards import score_stage
+from osteo_batch.run.shards import run_source_prefix, score_stage
 from osteo_batch.settings import SettingsError
 from osteo_batch.store import open_store
 
@@ -112,7 +112,8 @@ def explain_stage(ctx: RunContext) -> dict[str, Any]:
     settings, model_id = ctx.settings, ctx.need_model()
     with open_store(settings, read_only=True) as st:
         todo = [Item(r["path"], r["sop_instance_uid"], None)
-                for r in st.rows("flagged_unexplained", {"model_id": model_id, "min_score": raw_floor(ctx.threshold)})]
+                for r in st.rows("flagged_unexplained", {"model_id": model_id, "min_score": raw_floor(ctx.threshold),
+                                                         "prefix": run_source_prefix(settings)})]
     if not todo:  # no network to load for nothing
         return {"flagged_without_heatmap": 0, "explained": 0, "failed": 0}
     model = ctx.load_model()

@@ -104,17 +104,20 @@ def shard_items(items: list[Item], shard: int, n_shards: int) -> list[Item]:
 # ------------------------------------------------------------------ plan
 
 
-def plan(store, scores_dir: str | os.PathLike, run_id: str, n_shards: int = 1) -> ScorePlan:
+def plan(store, scores_dir: str | os.PathLike, run_id: str, n_shards: int = 1, *,
+         source_prefix: str | None = None) -> ScorePlan:
     """Write the run's pending images, each with its shard, to ``scores/plans/<run_id>.parquet``.
 
     The shards are computed in DuckDB and the rows stay in Arrow: a backlog of
     millions of images never becomes millions of Python objects here.
+    ``source_prefix``: the run's PACS (:func:`osteo_batch.pacs.sweep.source_prefix`), or None for a folder;
+    only that source's pending rows are planned.
     """
     import pyarrow.compute as pc
 
     from osteo_batch.outputs import private_dir
 
-    table = store.arrow("score_plan", {"n_shards": n_shards})
+    table = store.arrow("score_plan", {"n_shards": n_shards, "prefix": source_prefix})
     final = private_dir(Path(scores_dir) / "plans") / f"{run_id}.parquet"
     _write_atomic(table, final)
     counts = {r["values"]: r["counts"] for r in pc.value_counts(table.column("shard")).to_pylist()} if len(table) else {}

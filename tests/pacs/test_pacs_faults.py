@@ -251,3 +251,20 @@ def test_a_full_day_is_split_by_study_time(fresh_orthanc, tmp_path, protocol):
     finally:
         client.close()
     assert out.stopped is None and out.studies_listed == 6 and res.counts == {"pending": 6}
+
+
+def test_a_folder_and_a_pacs_in_one_work_folder(night, tmp_path):
+    """Each run plans and explains only its own source's rows; the other's wait, untouched."""
+    o, s = night
+    ctx = RunContext.for_model(s, "pacs-1")
+    sweep_stage(ctx)
+    score_stage(ctx)
+    folder = tmp_path / "folder"
+    _studies(folder, 2, prefix="2.25.66")
+    fs = dataclasses.replace(s, pacs=None, archive=folder)
+    fctx = RunContext.for_model(fs, "folder-1")
+    sweep_stage(fctx)
+    assert score_stage(fctx)["scored"] == 2  # the folder's two; no PACS row is retrieved or re-scored
+    rows = _rows(s.store_path, "SELECT starts_with(path, 'http') AS pacs, status, count(*) FROM instances "
+                               "GROUP BY ALL ORDER BY 1")
+    assert rows == [(False, "scored", 2), (True, "scored", 4)]
