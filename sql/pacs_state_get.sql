@@ -1,2 +1,3 @@
--- Where the last complete query of $source ended, and the earliest study date it asked for (no row: never).
-SELECT complete_through, queried_from FROM pacs_state WHERE source = $source;
+-- Where the last complete query of $source ended, the earliest study date it asked for, and with which
+-- filters (no row: never queried).
+SELECT complete_through, queried_from, filters FROM pacs_state WHERE source = $source;

@@ -166,6 +166,7 @@ CREATE TABLE IF NOT EXISTS pacs_state (
     source           VARCHAR PRIMARY KEY,
     complete_through DATE NOT NULL,   -- every study-date window up to this day was queried completely
     queried_from     DATE NOT NULL,   -- ... from this day (the first --since; an earlier --since reaches back)
+    filters          VARCHAR,         -- what the PACS was asked to filter on (JSON); other filters: asked again
     run_id           VARCHAR NOT NULL,
     updated_at       TIMESTAMP NOT NULL
 );

@@ -27,6 +27,7 @@ the current model (:mod:`osteo_batch.pacs.spool`).
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -110,18 +111,24 @@ def sweep_pacs(
     rules = rules or load_rules()
     run_date = run_date or dt.date.today()
     source, prefix = pacs.display, source_prefix(pacs.display)
+    filt = filters_from_rules(rules)
+    filters = json.dumps({"modalities": list(filt.modalities or []), "sex": filt.sex}, sort_keys=True)
     state = store.rows("pacs_state_get", {"source": source})
     through, queried_from = (state[0]["complete_through"], state[0]["queried_from"]) if state else (None, None)
-    rng = tonight_range(run_date, through, pacs.since, pacs.overlap_days, pacs.lookback_days, queried_from)
+    if state and state[0]["filters"] != filters:
+        # the rules now let the PACS send other studies (a modality added, say): what was asked for before
+        # under the old filters is asked again from the start, as on a first night
+        through = None
+    rng = tonight_range(run_date, through, pacs.since or queried_from, pacs.overlap_days, pacs.lookback_days,
+                        queried_from)
     if rng is None:
         raise PacsConfigError(f"{source} has not been swept into this work folder before; give the backlog's first "
                               "study date with --since YYYY-MM-DD (or [pacs] since)")
-    filt = filters_from_rules(rules)
     out = PacsSweep(source, rng[0].isoformat(), rng[1].isoformat(),
                     filters={"modalities": list(filt.modalities or []), "sex": filt.sex})
     try:
         n_read, vanished = _sweep_windows(store, client, pacs, out, rng, filt, run_id, now, source, prefix, through,
-                                          queried_from, progress)
+                                          queried_from, progress, filters)
     finally:  # whatever stopped the queries, every row committed so far gets its status from the same rules
         apply_rules(store, rules, run_date)
         counts = resolve_status(store, model_id)
@@ -130,7 +137,7 @@ def sweep_pacs(
 
 
 def _sweep_windows(store: Store, client: PacsClient, pacs: PacsSettings, out: PacsSweep, rng, filt, run_id: str,
-                   now, source: str, prefix: str, through, queried_from, progress) -> tuple[int, int]:
+                   now, source: str, prefix: str, through, queried_from, progress, filters: str) -> tuple[int, int]:
     """Tonight's windows, oldest first, each committed alone; returns (instances judged, rows dropped)."""
     import pyarrow as pa
 
@@ -178,7 +185,8 @@ def _sweep_windows(store: Store, client: PacsClient, pacs: PacsSettings, out: Pa
                 first = min(rng[0], queried_from) if b >= queried_from else queried_from
             if through is None or b > through or first != queried_from:
                 through, queried_from = max(b, through or b), first
-                store.run("pacs_state_set", {"source": source, "through": through, "from": first, "run_id": run_id})
+                store.run("pacs_state_set", {"source": source, "through": through, "from": first,
+                                             "filters": filters, "run_id": run_id})
             vanished += held + new - store.scalar("count_source_instances", {"prefix": prefix})
         out.windows_done += 1
         out.studies_listed += len(hits)

@@ -268,3 +268,33 @@ def test_a_folder_and_a_pacs_in_one_work_folder(night, tmp_path):
     rows = _rows(s.store_path, "SELECT starts_with(path, 'http') AS pacs, status, count(*) FROM instances "
                                "GROUP BY ALL ORDER BY 1")
     assert rows == [(False, "scored", 2), (True, "scored", 4)]
+
+
+def test_rules_that_widen_the_filters_ask_the_backlog_again(fresh_orthanc, tmp_path):
+    """Night 1 asks for women only (the shipped rules); rules without a sex condition make night 2 ask again
+    from the start, so the older studies of men are listed too, not only tonight's look-back."""
+    from osteo_batch.archive.eligibility import parse_rules
+
+    o = fresh_orthanc()
+    women = _studies(tmp_path / "w", 2)
+    men = []
+    for k in range(2):
+        ds = dicom_factory.dataset(sop_instance_uid=f"2.25.55{k}1", study_instance_uid=f"2.25.55{k}2",
+                                   series_instance_uid=f"2.25.55{k}3", patient_id=f"PM{k:03d}", sex="M",
+                                   study_date=DAY0.strftime("%Y%m%d"))
+        men.append(dicom_factory.write(ds, tmp_path / "m" / f"m{k}.dcm"))
+    o.upload(women + men)
+    pacs = PacsSettings(o.dicomweb_url, since=DAY0, lookback_days=3, overlap_days=0)
+    any_sex = parse_rules({"rule": [{"name": "all", "condition": [
+        {"name": "modality", "keyword": "Modality", "in": ["CR", "DX"]}]}]}, "test")
+    today = DAY0 + dt.timedelta(days=400)
+    with Store(tmp_path / "osteo.duckdb") as st:
+        client = connect(pacs)
+        try:
+            first, _ = sweep_pacs(st, client, pacs, run_id="r1", run_date=today)
+            second, out = sweep_pacs(st, client, dataclasses.replace(pacs, since=None), run_id="r2", run_date=today,
+                                     rules=any_sex)
+        finally:
+            client.close()
+    assert first.files == 2 and second.files == 4
+    assert out.date_from == DAY0.isoformat()
