@@ -34,6 +34,15 @@ START_TIMEOUT_S = 10.0
 STOP_GRACE_S = 5.0
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL when the test process that started it dies (a killed or timed-out
+    pytest leaves no Orthanc behind). Starts must come from the main thread, as the fixtures do."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
 def free_port() -> int:
     """A TCP port nothing listens on now (the kernel's pick; a race is possible but rare)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -120,7 +129,7 @@ class Orthanc:
         self._log = open(self.log_path, "ab")
         self._proc = subprocess.Popen(
             [ORTHANC, str(self.config_path)], stdout=self._log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, cwd=self.folder,
+            stdin=subprocess.DEVNULL, cwd=self.folder, preexec_fn=_die_with_parent,
         )
         while True:
             if self._proc.poll() is not None:
