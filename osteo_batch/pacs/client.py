@@ -66,6 +66,20 @@ class StudyHit:
     study_date: dt.date | None
     n_instances: int | None  # NumberOfStudyRelatedInstances, when the PACS says
 
+    @classmethod
+    def from_dataset(cls, ds) -> "StudyHit":
+        """The hit a study-level answer (QIDO-RS JSON read into a Dataset, or a C-FIND identifier) stands for."""
+        try:
+            day = dt.datetime.strptime(str(ds.get("StudyDate") or ""), "%Y%m%d").date()
+        except ValueError:
+            day = None
+        n = ds.get("NumberOfStudyRelatedInstances")
+        try:
+            count = int(n) if n not in (None, "") else None
+        except (TypeError, ValueError):
+            count = None
+        return cls(str(ds.StudyInstanceUID), day, count)
+
 
 @dataclass(frozen=True)
 class StudyQuery:
@@ -83,6 +97,13 @@ class StudyQuery:
     limit: int = 1000
     time_from: dt.time | None = None  # StudyTime range within a one-day window (a full day split by time)
     time_to: dt.time | None = None
+
+    def study_time(self) -> str | None:
+        """The StudyTime range (DICOM TM, ``HHMMSS-HHMMSS``) when the day is split by time, else None."""
+        if self.time_from is None and self.time_to is None:
+            return None
+        a, b = self.time_from or dt.time(0, 0), self.time_to or dt.time(23, 59, 59)
+        return f"{a:%H%M%S}-{b:%H%M%S}"
 
 
 class PacsClient(Protocol):

@@ -25,7 +25,6 @@ Data out of its metadata altogether; only native pixel data is listed).
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 import logging
 from pathlib import Path
@@ -166,8 +165,8 @@ class DicomwebClient:
             filters["ModalitiesInStudy"] = query.modality
         if query.sex:
             filters["PatientSex"] = query.sex
-        if query.time_from is not None or query.time_to is not None:  # a full day, split by study time
-            filters["StudyTime"] = _time_range(query)
+        if query.study_time():  # a full day, split by study time
+            filters["StudyTime"] = query.study_time()
         try:
             found = self._web.search_for_studies(search_filters=filters, fields=list(STUDY_FIELDS), limit=query.limit)
             hits = [_study_hit(js) for js in found][: query.limit]
@@ -228,32 +227,7 @@ class DicomwebClient:
 def _study_hit(js: dict) -> StudyHit:
     import pydicom
 
-    ds = pydicom.Dataset.from_json(js)
-    return StudyHit(
-        study_instance_uid=str(ds.StudyInstanceUID),
-        study_date=_date(ds.get("StudyDate")),
-        n_instances=_int(ds.get("NumberOfStudyRelatedInstances")),
-    )
-
-
-def _time_range(query: StudyQuery) -> str:
-    """A DICOM TM range, ``HHMMSS-HHMMSS``, for a study-level query split by time."""
-    a, b = query.time_from or dt.time(0, 0), query.time_to or dt.time(23, 59, 59)
-    return f"{a:%H%M%S}-{b:%H%M%S}"
-
-
-def _date(value) -> dt.date | None:
-    try:
-        return dt.datetime.strptime(str(value or ""), "%Y%m%d").date()
-    except ValueError:
-        return None
-
-
-def _int(value) -> int | None:
-    try:
-        return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
+    return StudyHit.from_dataset(pydicom.Dataset.from_json(js))
 
 
 def _without_bulk_data(js: dict) -> dict:

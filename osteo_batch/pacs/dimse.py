@@ -30,7 +30,6 @@ pynetdicom logs identifiers and UIDs (at DEBUG and INFO, some at ERROR): the
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import logging
 import time
 from pathlib import Path
@@ -74,20 +73,6 @@ def decodable_transfer_syntaxes() -> list[str]:
 
 def _quiet_pynetdicom() -> None:
     logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
-
-
-def _date(value) -> dt.date | None:
-    try:
-        return dt.datetime.strptime(str(value or ""), "%Y%m%d").date()
-    except ValueError:
-        return None
-
-
-def _int(value) -> int | None:
-    try:
-        return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
 
 
 def _query(level: str, **keys):
@@ -217,20 +202,14 @@ class DimseClient:
         q = _query("STUDY", StudyInstanceUID="", StudyDate=f"{query.date_from:%Y%m%d}-{query.date_to:%Y%m%d}",
                    ModalitiesInStudy=query.modality or "", PatientSex=query.sex or "",
                    NumberOfStudyRelatedInstances=None)
-        if query.time_from is not None or query.time_to is not None:  # a full day, split by study time
-            from osteo_batch.pacs.dicomweb import _time_range
-
-            q.StudyTime = _time_range(query)
+        if query.study_time():  # a full day, split by study time
+            q.StudyTime = query.study_time()
         with self._association(op, [(FIND_MODEL, None)]) as assoc:
             found, cut = self._find(assoc, q, op, limit=query.limit)
         if cut and len(found) < query.limit:
             raise PacsLimitError(f"DIMSE {op} at {self.display_url} stopped at the PACS's own limit of "
                                  f"{len(found)} answers, below the {query.limit} asked for", returned=len(found))
-        return [
-            StudyHit(study_instance_uid=str(ds.StudyInstanceUID), study_date=_date(ds.get("StudyDate")),
-                     n_instances=_int(ds.get("NumberOfStudyRelatedInstances")))
-            for ds in found if ds.get("StudyInstanceUID")
-        ]
+        return [StudyHit.from_dataset(ds) for ds in found if ds.get("StudyInstanceUID")]
 
     def study_instances(self, study_instance_uid: str) -> list:
         """C-FIND at IMAGE level for :data:`INSTANCE_KEYWORDS`; series by series when the PACS cut the answer short."""

@@ -307,5 +307,15 @@ class Retrieval:
         from osteo_batch.pacs.connect import connect
 
         pacs = self.pacs
-        return Prefetcher(lambda: connect(pacs), Spool(private_dir(self.spool_dir)), uris,
+        return Prefetcher(lambda: connect(pacs), self.spool(), uris,
                           parallel=pacs.parallel, limit=max(pacs.spool_max, at_least))
+
+    def spool(self) -> Spool:
+        return Spool(private_dir(self.spool_dir))
+
+    def fetch(self, uris: list[str]) -> dict[str, str]:
+        """Retrieve ``uris`` now (:func:`fetch_all`); {uri: reason} for those that failed."""
+        from osteo_batch.pacs.connect import connect
+
+        pacs = self.pacs
+        return fetch_all(lambda: connect(pacs), self.spool(), uris, pacs.parallel)

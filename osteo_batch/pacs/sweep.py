@@ -170,13 +170,10 @@ def _sweep_windows(store: Store, client: PacsClient, pacs: PacsSettings, out: Pa
             break
         rows = rows_table(_unique(results), run_id)
         with store.transaction():  # one window: all of it or none of it
-            held = store.scalar("count_source_instances", {"prefix": prefix})
-            new = store.scalar("count_new_paths", new_rows=rows)
-            store.run("pacs_window_apply", {"source": source, "prefix": prefix, "date_from": a, "date_to": b,
-                                            "run_id": run_id},
-                      listed=listed, fetched=pa.table({"study_instance_uid": pa.array(todo, pa.string())}),
-                      new_rows=rows)
-            store.run("instances_upsert", new_rows=rows)
+            dropped = _replace_rows(store, prefix, rows, "pacs_window_apply",
+                                    {"source": source, "prefix": prefix, "date_from": a, "date_to": b,
+                                     "run_id": run_id},
+                                    listed=listed, fetched=pa.table({"study_instance_uid": pa.array(todo, pa.string())}))
             # the earliest day asked for moves back (an earlier --since) only once tonight's windows from it have
             # reached the old one: a backfill that stops half-way is asked again from its start the next night
             if queried_from is None:
@@ -187,7 +184,7 @@ def _sweep_windows(store: Store, client: PacsClient, pacs: PacsSettings, out: Pa
                 through, queried_from = max(b, through or b), first
                 store.run("pacs_state_set", {"source": source, "through": through, "from": first,
                                              "filters": filters, "run_id": run_id})
-            vanished += held + new - store.scalar("count_source_instances", {"prefix": prefix})
+            vanished += dropped
         out.windows_done += 1
         out.studies_listed += len(hits)
         out.studies_fetched += len(todo)
@@ -215,12 +212,20 @@ def _refresh_gone(store: Store, client: PacsClient, source: str, prefix: str, ru
         results.extend(_judge(ds, source) for ds in client.study_instances(uid))
     rows = rows_table(_unique(results), run_id)
     with store.transaction():
-        held = store.scalar("count_source_instances", {"prefix": prefix})
-        new = store.scalar("count_new_paths", new_rows=rows)
-        store.run("pacs_study_refresh", {"source": source, "prefix": prefix},
-                  fetched=pa.table({"study_instance_uid": pa.array(uids, pa.string())}), new_rows=rows)
-        store.run("instances_upsert", new_rows=rows)
-        return held + new - store.scalar("count_source_instances", {"prefix": prefix})
+        return _replace_rows(store, prefix, rows, "pacs_study_refresh", {"source": source, "prefix": prefix},
+                             fetched=pa.table({"study_instance_uid": pa.array(uids, pa.string())}))
+
+
+def _replace_rows(store: Store, prefix: str, rows, apply_sql: str, params: dict, **tables) -> int:
+    """Run ``apply_sql`` (drops what the PACS no longer lists), then upsert ``rows``; returns the rows dropped.
+
+    Call inside a transaction. Dropped = rows held before + paths new tonight - rows held after.
+    """
+    held = store.scalar("count_source_instances", {"prefix": prefix})
+    new = store.scalar("count_new_paths", new_rows=rows)
+    store.run(apply_sql, params, new_rows=rows, **tables)
+    store.run("instances_upsert", new_rows=rows)
+    return held + new - store.scalar("count_source_instances", {"prefix": prefix})
 
 
 def _unique(results: list) -> list:

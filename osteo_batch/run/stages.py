@@ -119,15 +119,13 @@ def explain_stage(ctx: RunContext) -> dict[str, Any]:
     model = ctx.load_model()
     roots, not_retrieved, spool = settings.archive_roots(), 0, None
     if any("://" in it.path for it in todo):  # PACS instances: their retrieved files (kept when flagged tonight)
-        from osteo_batch.pacs.connect import connect
-        from osteo_batch.pacs.spool import Spool, fetch_all
-
-        pacs, spool = settings.pacs, Spool.at(settings.workdir)
-        if pacs is None:
+        retrieval = settings.retrieval()
+        if retrieval is None:
             raise SettingsError("flagged images from a PACS need the PACS to draw their heat maps; pass --pacs URL")
+        spool = retrieval.spool()
         wanted = [it.path for it in todo if "://" in it.path]
-        if pacs.may_query():
-            lost = fetch_all(lambda: connect(pacs), spool, wanted, pacs.parallel)
+        if retrieval.pacs.may_query():
+            lost = retrieval.fetch(wanted)
         else:  # outside [pacs] hours: only what the spool holds; the rest get their heat map another night
             lost = {u: "deferred" for u in wanted if not spool.path_for(u).exists()}
         not_retrieved = len(lost)

@@ -317,12 +317,9 @@ def _retrieval(items: list[Item], opts: ScoreOptions):
         return None
     if opts.pacs is None or opts.spool_dir is None:
         raise InternalError("PACS instances to score, but no PACS settings or spool for them")
-    from osteo_batch.pacs.connect import connect
-    from osteo_batch.pacs.spool import Prefetcher, Spool
+    from osteo_batch.pacs.spool import Retrieval
 
-    pacs = opts.pacs
-    return Prefetcher(lambda: connect(pacs), Spool(Path(opts.spool_dir)), uris, parallel=pacs.parallel,
-                      limit=max(pacs.spool_max, opts.resolved_batch_size()))
+    return Retrieval(opts.pacs, opts.spool_dir).prefetcher(uris, at_least=opts.resolved_batch_size())
 
 
 # ------------------------------------------------------------------ the single writer
