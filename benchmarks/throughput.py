@@ -27,6 +27,7 @@ backbone with random weights unless ``--backbone`` says otherwise (speed does
 not depend on the weights).
 
 Usage: python benchmarks/throughput.py [--images 96] [--workers 2] [--device cpu|cuda] [--backbone dinov2_tiny_demo]
+       python benchmarks/throughput.py --profile archive [--images 40] [--model DIR]   (see archive_profile.py)
 The last line of output is one JSON object.
 """
 
@@ -74,8 +75,13 @@ def naive_loop(paths: list[str], module, size: int, device: str, mean, std) -> t
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--images", type=int, default=96)
-    ap.add_argument("--backbone", default="dinov2_tiny_demo")
+    ap.add_argument("--profile", choices=("mixed", "archive"), default="mixed",
+                    help="mixed: the demo's phantoms and backbone (below); archive: what hospitals store, "
+                         "through the full-size model (benchmarks/archive_profile.py)")
+    ap.add_argument("--images", type=int, default=None, help="default: 96 (mixed), 40 (archive)")
+    ap.add_argument("--backbone", default=None, help="default: dinov2_tiny_demo (mixed), dinov2_small (archive)")
+    ap.add_argument("--model", type=Path, default=None, help="archive: a trained model folder instead of random weights")
+    ap.add_argument("--model-images", type=int, default=16, help="archive: images per model path")
     ap.add_argument("--device", default="cuda" if _cuda() else "cpu")
     ap.add_argument("--workers", default=str(os.cpu_count() or 1),
                     help="decode workers; a comma list (4,8,14) measures (a) and (c) at each and reports the best")
@@ -83,6 +89,18 @@ def main() -> int:
     ap.add_argument("--naive-images", type=int, default=None, help="files for the naive loop (default: all)")
     ap.add_argument("--out", type=Path, default=None, help="keep the archive here (default: a temporary folder)")
     args = ap.parse_args()
+    if args.profile == "archive":
+        import archive_profile
+
+        args.images = args.images or 40
+        args.backbone = args.backbone or "dinov2_small"
+        args.naive_images = args.naive_images or 6
+        result = archive_profile.run(args)
+        archive_profile.print_table(result)
+        print(json.dumps(result))
+        return 0
+    args.images = args.images or 96
+    args.backbone = args.backbone or "dinov2_tiny_demo"
 
     import numpy as np
     import torch

@@ -43,6 +43,7 @@ class Settings:
     workers: int = 2
     device: str = "cpu"
     precision: str = "auto"
+    threads: int | None = None  # the model's intra-op threads while scoring; None: measured free cores (scoring/threads.py)
     shards: int = 1  # shards of the pending images; 0: one per visible GPU
     compile: bool = False  # torch.compile the model for scoring
     commit_every: int = 1024  # images per score part file
@@ -159,7 +160,8 @@ class Settings:
         from osteo_batch.scoring.score import ScoreOptions
 
         return ScoreOptions(batch_size=self.batch_size, workers=self.workers, device=device or self.device,
-                            precision=self.precision, compile=self.compile, commit_every=self.commit_every,
+                            precision=self.precision, threads=self.threads, compile=self.compile,
+                            commit_every=self.commit_every,
                             roots=self.archive_roots(), pacs=self.pacs,
                             spool_dir=str(self.workdir / "spool") if self.pacs is not None else None)
 
@@ -224,7 +226,8 @@ _PATH_KEYS = {"workdir", "archive", "model_dir", "dxa_csv", "rules_file", "confi
 _COUNT1, _COUNT0, _DAYS = _Spec(int, ge=1), _Spec(int, ge=0), _Spec(int, ge=0, note="days")
 #: Every setting that is a number, a flag or a word, with its range, for Settings.__post_init__.
 _SPECS: dict[str, _Spec] = {
-    "batch_size": _Spec(int, ge=1, optional=True), "commit_every": _COUNT1, "workers": _COUNT0,
+    "batch_size": _Spec(int, ge=1, optional=True), "threads": _Spec(int, ge=1, optional=True),
+    "commit_every": _COUNT1, "workers": _COUNT0,
     "shards": _Spec(int, ge=0, note="0: one per visible GPU"),
     # 0 only from the command line: ``worklist --threshold 0`` lists every scored patient.
     # A config file's threshold is held to (0, 1): _RUN_KEYS below.
@@ -236,12 +239,13 @@ _SPECS: dict[str, _Spec] = {
                           "unreachable_days", "dxa_done_days")},
 }
 #: The command-line flag that sets a key, named in its message.
-_FLAGS = {"batch_size": "--batch-size", "workers": "--workers", "shards": "--shards", "threshold": "--threshold",
+_FLAGS = {"batch_size": "--batch-size", "threads": "--threads", "workers": "--workers", "shards": "--shards", "threshold": "--threshold",
           "device": "--device"}
 #: What a config file's tables may hold: the same specs, but a file's threshold must be in (0, 1):
 #: 0 (list everyone, explain everyone) is for a one-off ``worklist --threshold 0``, not for every night.
 _RUN_KEYS: dict[str, _Spec] = {
-    **{k: _SPECS[k] for k in ("batch_size", "workers", "device", "precision", "dxa_lookback_days", "store_wait_s",
+    **{k: _SPECS[k] for k in ("batch_size", "threads", "workers", "device", "precision", "dxa_lookback_days",
+                              "store_wait_s",
                               "shards", "compile", "commit_every")},
     "threshold": _Spec(float, gt=0, lt=1),
 }

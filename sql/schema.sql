@@ -195,3 +195,37 @@ CREATE TABLE IF NOT EXISTS results_sent (
     sent_at          TIMESTAMP NOT NULL,
     PRIMARY KEY (sop_instance_uid, model_id, destination)
 );
+
+-- What `osteo-batch estimate` predicted before a backlog (osteo_batch.estimate): one row per
+-- estimate, from a timed sample of the pending images with the run's model. run_id is the
+-- sweep run the estimate made (runs.run_id). source_kind is 'folder', 'dicomweb' or 'dimse',
+-- never a path or a URL. Rates in images/s, times in seconds, disk in bytes; what_if holds
+-- the other machines (more cores, Ray shards, a GPU measured elsewhere) as JSON.
+CREATE TABLE IF NOT EXISTS estimates (
+    run_id           VARCHAR PRIMARY KEY,
+    estimated_at     TIMESTAMP NOT NULL,
+    source_kind      VARCHAR NOT NULL CHECK (source_kind IN ('folder', 'dicomweb', 'dimse')),
+    model_id         VARCHAR NOT NULL,
+    device           VARCHAR NOT NULL,
+    precision        VARCHAR,                 -- as the sample was scored: 'fp32' or 'bf16'
+    cpu_capability   VARCHAR NOT NULL,        -- torch's: 'AVX2', 'AVX512', ...
+    cores            INTEGER NOT NULL,
+    backlog          BIGINT NOT NULL,         -- pending eligible images for this model and source
+    sample_size      INTEGER NOT NULL,
+    startup_s        DOUBLE,                  -- scoring's fixed start-up (model load, workers, first batches)
+    steady_ips       DOUBLE,                  -- scoring's steady rate after it
+    heatmap_s        DOUBLE,                  -- seconds per heat map
+    flagged_fraction DOUBLE,
+    decode_core_ips  DOUBLE,                  -- decode on one worker, one thread
+    model_core_ips   DOUBLE,                  -- the model on one thread
+    score_s          DOUBLE,                  -- predicted: the score stage
+    explain_s        DOUBLE,                  -- predicted: the explain stage
+    predicted_s      DOUBLE,                  -- score_s + explain_s
+    store_bytes      BIGINT,                  -- the store once the backlog is scored
+    parts_bytes      BIGINT,                  -- the backlog's Parquet score parts
+    heatmap_bytes    BIGINT,
+    spool_bytes      BIGINT,                  -- a PACS's spool at its fullest (NULL: a folder)
+    window_hours     DOUBLE NOT NULL,
+    nights           INTEGER,
+    what_if          JSON
+);

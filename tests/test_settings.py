@@ -22,6 +22,7 @@ from osteo_batch.pipeline import SettingsError
 # key -> (table, kind, valid TOML values, what the message must say is allowed)
 KEYS = {
     "batch_size": ("run", "int1", ["1", "64"], "whole number >= 1"),
+    "threads": ("run", "int1", ["1", "16"], "whole number >= 1"),
     "commit_every": ("run", "int1", ["1", "4096"], "whole number >= 1"),
     "workers": ("run", "int0", ["0", "4"], "whole number >= 0"),
     "shards": ("run", "int0", ["0", "2"], "whole number >= 0"),
@@ -106,6 +107,7 @@ OVERRIDES = [
     ("shards", -1), ("commit_every", 0), ("threshold", float("nan")), ("threshold", 1.0),
     ("threshold", -0.1), ("threshold", float("inf")), ("store_wait_s", float("inf")), ("store_wait_s", -1.0),
     ("compile", "no"), ("compile", 1), ("dxa_lookback_days", -1), ("precision", "fp16"),
+    ("threads", 0), ("threads", 1.5), ("threads", "2"),
 ]
 
 

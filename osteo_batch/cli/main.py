@@ -9,9 +9,10 @@ error's class (:func:`osteo_batch.errors.is_user_error`), never a list here.
 
 The commands live by area: :mod:`~osteo_batch.cli.run` (sweep, run, serve,
 deploy-shards), :mod:`~osteo_batch.cli.followup` (worklist, refer, outcomes,
-report), :mod:`~osteo_batch.cli.models` (train, calibrate, demo, study); the
-grammar is :mod:`~osteo_batch.cli.parser`. Imports are lazy so that ``--help``,
-``sweep`` and ``worklist`` start without loading torch.
+report), :mod:`~osteo_batch.cli.models` (train, calibrate, demo, study),
+:mod:`~osteo_batch.cli.estimate` (estimate); the grammar is
+:mod:`~osteo_batch.cli.parser`. Imports are lazy so that ``--help``, ``sweep``
+and ``worklist`` start without loading torch.
 """
 
 from __future__ import annotations

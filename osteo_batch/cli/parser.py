@@ -1,7 +1,7 @@
 """The command line's grammar: every command, flag, default and help text, and the argument types.
 
 Each sub-command names its function (``fn``) in :mod:`osteo_batch.cli.run`,
-:mod:`osteo_batch.cli.followup` or :mod:`osteo_batch.cli.models`; those import
+:mod:`osteo_batch.cli.followup`, :mod:`osteo_batch.cli.models` or :mod:`osteo_batch.cli.estimate`; those import
 their libraries lazily, so building the parser (``--help``) loads no torch.
 """
 
@@ -11,7 +11,7 @@ import argparse
 import os
 from pathlib import Path
 
-from osteo_batch.cli import followup, models, run
+from osteo_batch.cli import estimate, followup, models, run
 from osteo_batch.models.labels import SITES
 
 DEFAULT_WORKDIR = "osteo-work"
@@ -42,6 +42,30 @@ def _probability(value: str) -> float:
         raise argparse.ArgumentTypeError(f"{value}: not a number") from None
     if not 0.0 <= x <= 1.0:
         raise argparse.ArgumentTypeError(f"{value}: must be between 0 and 1")
+    return x
+
+
+def _at_least(lo: int):
+    """argparse type: a whole number >= ``lo``."""
+    def check(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value}: not a whole number") from None
+        if n < lo:
+            raise argparse.ArgumentTypeError(f"{value}: must be at least {lo}")
+        return n
+
+    return check
+
+
+def _positive(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value}: not a number") from None
+    if not 0.0 < x <= 24.0:
+        raise argparse.ArgumentTypeError(f"{value}: must be more than 0 and at most 24 hours")
     return x
 
 
@@ -127,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=int, default=None,
                    help="images per batch (default: 16 on CPU, 128 on CUDA, halved when memory runs out)")
     r.add_argument("--device", default=None, help="torch device: cpu (default), cuda, cuda:1 ...")
+    r.add_argument("--threads", type=int, default=None,
+                   help="the model's intra-op threads while scoring (default: the cores other processes leave free, "
+                        "less the decode workers' share)")
     r.add_argument("--shards", type=int, default=None,
                    help="split scoring into N shards, one process each (0: one per visible GPU; default: 1)")
     r.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
@@ -141,6 +168,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="send results even from a model trained on phantoms or random weights (test PACSes only)")
     r.add_argument("--fhir", metavar="URL", help="POST the run's FHIR Bundle of RiskAssessments to this FHIR server")
     r.set_defaults(fn=run.cmd_run)
+
+    e = sub.add_parser("estimate", help="time a sample of the backlog with the run's model: wall time, disk, nights",
+                       description="Sweep the source as `run` does, then score a seeded sample of the pending images "
+                                   "and draw some heat maps with the run's model and settings (writing no scores), "
+                                   "and print the backlog's expected wall time, disk, nights, and what more cores, "
+                                   "Ray shards or a GPU would change. The table is recorded in the store.",
+                       epilog=EPILOG)
+    common(e, archive=True)
+    e.add_argument("--model", type=_existing("directory"), help="model folder (default: WORKDIR/models/demo)")
+    e.add_argument("--config", type=_existing("file"), help="TOML with [run] settings and/or [[rule]] eligibility rules")
+    e.add_argument("--workers", type=int, default=None, help="decode worker processes, as for run (default: 2)")
+    e.add_argument("--batch-size", type=int, default=None, help="images per batch, as for run")
+    e.add_argument("--threads", type=int, default=None, help="the model's intra-op threads, as for run")
+    e.add_argument("--device", default=None, help="torch device, as for run: cpu (default), cuda, cuda:1 ...")
+    e.add_argument("--sample", type=_at_least(1), default=None,
+                   help="pending images to score (default: enough for two steady batches, at least 48)")
+    e.add_argument("--seed", type=int, default=0, help="the sample's seed (default: 0)")
+    e.add_argument("--heatmaps", type=_at_least(1), default=None,
+                   help="heat maps to draw from the sample (default: the explain stage's warm batches and two more)")
+    e.add_argument("--window-hours", type=_positive, default=None, metavar="H",
+                   help="the nightly window (default: the length of [pacs] hours, else 8)")
+    e.add_argument("--cores", type=_at_least(1), default=16, metavar="N",
+                   help="what-if: a machine of this CPU with N cores (default: 16)")
+    e.add_argument("--shards", type=_at_least(1), default=4, metavar="N",
+                   help="what-if: N Ray shards, each a machine like this one (default: 4)")
+    e.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    e.set_defaults(fn=estimate.cmd_estimate)
 
     w = sub.add_parser("worklist", help="re-render the latest run's worklist (the store is opened read-only)",
                        epilog=EPILOG)

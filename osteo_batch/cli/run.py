@@ -34,7 +34,7 @@ def cmd_run(args) -> int:
 
     s = load_settings(
         args.config, workdir=args.workdir, model_dir=args.model, dxa_csv=args.dxa,
-        workers=args.workers, batch_size=args.batch_size, device=args.device, shards=args.shards,
+        workers=args.workers, batch_size=args.batch_size, threads=args.threads, device=args.device, shards=args.shards,
         compile=args.compile or None, send_results=args.send_results or None,
         allow_phantom_results=args.allow_phantom_results or None, fhir_url=args.fhir, **source_args(args),
     )

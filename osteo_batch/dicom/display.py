@@ -4,8 +4,9 @@ The standard's order, each step a pure function of (array, dataset), the
 caller's dataset left as it is: the modality LUT or rescale slope/intercept
 (:func:`pydicom.pixels.apply_modality_lut`), then the VOI LUT or window
 centre/width (:func:`apply_voi`), falling back to a percentile window when
-the header has none or a broken one, then MONOCHROME1 inversion
-(:func:`to_display`).
+the header has none or a broken one (:func:`modality`, :func:`apply_voi`),
+then MONOCHROME1 inversion (:func:`bone_bright`); :func:`to_display` runs
+the three.
 """
 
 from __future__ import annotations
@@ -14,12 +15,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from osteo_batch.dicom.j2k import READERS as _J2K_READERS  # imports no decoder
+
 
 @dataclass(frozen=True)
 class DisplayOptions:
     voi: bool = True  # apply the VOI LUT / window from the header
     reduce: bool = True  # decode only the resolution the model needs (False: full decode)
     fallback_percentiles: tuple[float, float] = (0.5, 99.5)
+    #: which reader decodes a reduced JPEG 2000 level: "auto" | "pillow" | "glymur" | "nvimgcodec"
+    #: (all give the same values; see osteo_batch.dicom.j2k)
+    j2k: str = "auto"
+
+    def __post_init__(self):
+        if self.j2k not in _J2K_READERS:  # a typo would otherwise reject every JPEG 2000 image of the night
+            raise ValueError(f"DisplayOptions.j2k is {self.j2k!r}; one of {', '.join(_J2K_READERS)}")
 
 
 def window(arr: np.ndarray, center: float, width: float, function: str = "LINEAR") -> np.ndarray:
@@ -39,7 +49,10 @@ def window(arr: np.ndarray, center: float, width: float, function: str = "LINEAR
         return np.clip((x - c) / w + 0.5, 0.0, 1.0)
     if w <= 1:  # LINEAR needs width >= 1; width 1 is a threshold at the centre
         return (x > c - 0.5).astype(np.float32)
-    return np.clip((x - (c - 0.5)) / (w - 1) + 0.5, 0.0, 1.0)
+    out = x - (c - np.float32(0.5))  # the same operations as the formula, in one array
+    out /= w - np.float32(1)
+    out += np.float32(0.5)
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
 def _first(v) -> float:
@@ -78,20 +91,29 @@ def _number(v, default: float) -> float:
     return default if v is None or v == "" else float(v)
 
 
-def to_display(arr: np.ndarray, ds, opts: DisplayOptions = DisplayOptions()) -> np.ndarray:
-    """Steps 2-5 minus resizing: float32 in [0, 1], bone bright."""
-    from pydicom.pixels import apply_modality_lut
+def modality(arr: np.ndarray, ds) -> np.ndarray:
+    """Step 2: the Modality LUT, or Rescale Slope and Intercept, in float32 (a new array)."""
+    if "ModalityLUTSequence" in ds:
+        from pydicom.pixels import apply_modality_lut
 
+        return apply_modality_lut(arr, ds).astype(np.float32)
+    # the linear rescale in float32 (pydicom's works in float64: twice the memory traffic)
+    slope, intercept = _number(ds.get("RescaleSlope"), 1.0), _number(ds.get("RescaleIntercept"), 0.0)
+    out = arr.astype(np.float32)
+    if slope != 1 or intercept != 0:
+        out = out * np.float32(slope) + np.float32(intercept)
+    return out
+
+
+def bone_bright(out: np.ndarray, ds) -> np.ndarray:
+    """Step 4: MONOCHROME1 (bone dark) inverted, so bone is bright whatever the detector stored."""
+    if str(ds.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1":
+        return 1.0 - out
+    return out
+
+
+def to_display(arr: np.ndarray, ds, opts: DisplayOptions = DisplayOptions()) -> np.ndarray:
+    """Steps 2-4 (resizing is :mod:`osteo_batch.dicom.pixels`'): float32 in [0, 1], bone bright."""
     if arr.ndim == 3:  # multi-frame: the first frame
         arr = arr[0]
-    if "ModalityLUTSequence" in ds:
-        out = apply_modality_lut(arr, ds).astype(np.float32)
-    else:  # the linear rescale in float32 (pydicom's works in float64: twice the memory traffic)
-        slope, intercept = _number(ds.get("RescaleSlope"), 1.0), _number(ds.get("RescaleIntercept"), 0.0)
-        out = arr.astype(np.float32)
-        if slope != 1 or intercept != 0:
-            out = out * np.float32(slope) + np.float32(intercept)
-    out = apply_voi(out, ds, opts)
-    if str(ds.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1":
-        out = 1.0 - out
-    return out
+    return bone_bright(apply_voi(modality(arr, ds), ds, opts), ds)

@@ -8,8 +8,9 @@ the module its name says:
    the archive, complete, deflated data inflated no further than the header
    justifies;
 1. decode (:mod:`osteo_batch.dicom.decode`: pydicom with the pylibjpeg plugins,
-   a JPEG 2000 read at the reduced resolution the model needs), only once the
-   first frame passed :func:`osteo_batch.dicom.frames.check_frames`;
+   a JPEG 2000 read from memory at the reduced resolution the model needs,
+   :mod:`osteo_batch.dicom.j2k`), only once the first frame passed
+   :func:`osteo_batch.dicom.frames.check_frames`;
 2. modality LUT or rescale slope/intercept, 3. VOI LUT or window centre/width
    (falling back to a percentile window), 4. MONOCHROME1 inversion, so bone is
    always bright (:mod:`osteo_batch.dicom.display`);
@@ -57,7 +58,8 @@ def resize(arr: np.ndarray, size: int) -> np.ndarray:
     """Antialiased bilinear resize of a float image to ``size`` x ``size``."""
     from PIL import Image
 
-    return np.asarray(Image.fromarray(arr.astype(np.float32), mode="F").resize((size, size), Image.BILINEAR))
+    img = Image.fromarray(arr.astype(np.float32, copy=False), mode="F")
+    return np.asarray(img.resize((size, size), Image.BILINEAR))
 
 
 def read_dataset(path: str | os.PathLike, roots: "tuple[str, ...] | None" = None):
@@ -117,7 +119,7 @@ def load_image(path: str | os.PathLike, size: int, opts: DisplayOptions = Displa
         raise PixelError(Reason.UNREADABLE.value, "changed since the sweep: it holds another SOP Instance UID")
     try:
         with reading():
-            arr = decode_reduced(ds, size) if opts.reduce else decode(ds)
+            arr = decode_reduced(ds, size, j2k=opts.j2k) if opts.reduce else decode(ds)
             disp = to_display(arr, ds, opts)
     except PixelError:
         raise

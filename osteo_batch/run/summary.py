@@ -22,6 +22,7 @@ from typing import Any
 
 from osteo_batch.reasons import unreadable_folders_line
 from osteo_batch.render import DISCLAIMER, render
+from osteo_batch.scoring.precision import precision_line
 
 #: Columns of the study date list for the PACS administrator (no patient names).
 STUDY_DATE_COLUMNS = ("accession_number", "study_date", "sop_instance_uid", "reason", "problem")
@@ -37,6 +38,7 @@ def headline(s: dict[str, Any]) -> dict[str, Any]:
         "eligible": inst.get("eligible"),
         "scored_total": inst.get("by_status", {}).get("scored"),
         "scored_tonight": s.get("score", {}).get("scored"),
+        "precision": precision_line(s.get("score", {}).get("shards") or []),  # fp32 or bf16, and why
         "flagged": wl.get("flagged"),
         "listed": wl.get("listed"),
         "excluded": wl.get("excluded", {}),
@@ -134,6 +136,7 @@ def summary_markdown(s: dict[str, Any]) -> str:
         "- " + " + ".join(f"{n} {k}" for k, n in h["by_status"].items()) + f" = {h['files']} files",
         f"- eligible: {h['eligible']}, scored: {h['scored_total']} ({h['scored_tonight']} tonight), "
         f"flagged: {h['flagged']}, on the worklist: {h['listed']}, heat maps tonight: {h['explained']}",
+        *([f"- scored in {h['precision']}"] if h["precision"] else []),
         "- left out at or above the threshold: "
         + (", ".join(f"{n} {k}" for k, n in h["excluded"].items()) or "none"),
         *([_study_dates_line(h)] if h["study_dates"] is not None else []),

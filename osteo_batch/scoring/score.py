@@ -18,15 +18,16 @@ into the store, in one transaction with the record that it did. So:
 
 The device path is the same on CPU and CUDA: on CUDA the batches come through
 pinned memory with non-blocking copies and the forward runs under bf16
-autocast (optionally compiled); on CPU autocast is off by default. When the
-accelerator runs out of memory the batch is split in halves and scoring goes
-on at the smaller size.
+autocast (optionally compiled); on a CPU bf16 is used only where it is native
+and measured faster on the shard's first batch (:mod:`.precision`), and the
+scoring process's intra-op threads are set against the decode workers
+(:mod:`.threads`). When the accelerator runs out of memory the batch is split
+in halves and scoring goes on at the smaller size.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import contextlib
 import os
 import secrets
@@ -37,12 +38,13 @@ from typing import Any, Callable
 
 from osteo_batch.errors import InternalError
 
-from osteo_batch.models import calibrate
-from osteo_batch.models.model import LoadedModel, normalise
+from osteo_batch.models.model import LoadedModel
+from osteo_batch.scoring.forward import Forward
+from osteo_batch.scoring.precision import PrecisionChoice
 from osteo_batch.scoring.sharding import shard_of
 from osteo_batch.scoring.tensors import DicomDataset, Item, make_loader
+from osteo_batch.scoring.threads import auto_threads, intra_op_threads
 
-log = logging.getLogger("osteo_batch.scoring.score")
 
 #: batch sizes when none is given: a CPU gains nothing past a few images per
 #: forward, a GPU needs many to fill (and halves on out-of-memory).
@@ -54,7 +56,8 @@ class ScoreOptions:
     batch_size: int | None = None  # None: DEFAULT_BATCH for the device
     workers: int = 2
     device: str = "cpu"
-    precision: str = "auto"  # "auto" (bf16 on CUDA, fp32 on CPU), "fp32", "bf16"
+    precision: str = "auto"  # "auto" (CUDA: bf16; CPU: bf16 where native and measured faster), "fp32", "bf16"
+    threads: int | None = None  # intra-op threads while scoring; None: osteo_batch.scoring.threads.auto_threads
     compile: bool = False  # torch.compile the model (CUDA; minutes of warm-up, worth it for big backlogs)
     commit_every: int = 1024  # images per part file: what a crash can cost at most
     prefetch: int = 4  # batches each worker decodes ahead
@@ -91,10 +94,17 @@ class ShardResult:
     rejected: int = 0
     seconds: float = 0.0
     micro_batch: int | None = None  # set when out-of-memory forced a smaller batch
+    precision: str | None = None  # "fp32" | "bf16", as scored (None: no image reached the model)
+    choice: PrecisionChoice | None = None  # why, and the rates and drift it was chosen by
+    threads: int | None = None  # intra-op threads while scoring
 
     def counts(self) -> dict:
+        c = self.choice
         return {"shard": self.shard, "n_shards": self.n_shards, "parts": len(self.parts), "scored": self.scored,
-                "rejected": self.rejected, "seconds": round(self.seconds, 2), "micro_batch": self.micro_batch}
+                "rejected": self.rejected, "seconds": round(self.seconds, 2), "micro_batch": self.micro_batch,
+                "precision": self.precision, "precision_reason": c.reason if c else None,
+                **{f"precision_{k}": None if getattr(c, k, None) is None else round(getattr(c, k), 4)
+                   for k in ("fp32_ips", "bf16_ips", "drift")}, "threads": self.threads}
 
 
 def shard_items(items: list[Item], shard: int, n_shards: int) -> list[Item]:
@@ -199,55 +209,6 @@ class _Parts:
             v.clear()
 
 
-def _is_oom(e: BaseException) -> bool:
-    import torch
-
-    return isinstance(e, torch.OutOfMemoryError) or (
-        isinstance(e, RuntimeError) and ("out of memory" in str(e) or "can't allocate memory" in str(e)))
-
-
-class Forward:
-    """The model's forward for scoring: device, precision, calibration, out-of-memory halving."""
-
-    def __init__(self, model: LoadedModel, opts: ScoreOptions):
-        import torch
-
-        self.model = model
-        self.device = opts.device
-        self.cuda = opts.device.startswith("cuda")
-        self.bf16 = opts.precision == "bf16" or (opts.precision == "auto" and self.cuda)
-        self.module = torch.compile(model.module) if opts.compile else model.module
-        self.col = model.config.labels.index(model.config.score_label)
-        self.micro_batch: int | None = None  # None: the whole batch at once
-
-    def _scores(self, x):
-        import torch
-
-        with torch.autocast(device_type="cuda" if self.cuda else "cpu", dtype=torch.bfloat16, enabled=self.bf16):
-            logits = self.module(normalise(x, self.model.config))
-        return torch.softmax(logits.float(), dim=1)[:, self.col]
-
-    def __call__(self, x) -> list[float]:
-        """Risk scores of the batch ``x`` (N, 1, H, W), calibrated as the model says."""
-        import torch
-
-        x = x.to(self.device, non_blocking=self.cuda)
-        while True:
-            mb = self.micro_batch or len(x)
-            try:
-                p = torch.cat([self._scores(x[i : i + mb]) for i in range(0, len(x), mb)])
-                break
-            except Exception as e:
-                if not _is_oom(e) or mb == 1:
-                    raise
-                self.micro_batch = max(1, mb // 2)
-                if self.cuda:
-                    torch.cuda.empty_cache()
-                log.warning("out of memory at batch %d on %s; going on at %d", mb, self.device, self.micro_batch)
-        p = calibrate.apply(self.model.config.calibration, p)  # a site's recalibration, if any
-        return p.cpu().tolist()
-
-
 def score_shard(
     model: LoadedModel,
     items: list[Item],
@@ -280,7 +241,9 @@ def score_shard(
                          workers=opts.workers, pin_memory=fwd.cuda, prefetch=opts.prefetch)
     res = ShardResult(shard, n_shards)
     done = 0
-    with torch.inference_mode(), retrieving or contextlib.nullcontext() as fetch:
+    threads = opts.threads if opts.threads is not None or not mine else auto_threads(opts.workers, opts.device)
+    with torch.inference_mode(), intra_op_threads(threads) as res.threads, \
+            retrieving or contextlib.nullcontext() as fetch:
         for idx, x, failed in loader:
             for i, reason in failed:
                 parts.add_rejection(mine[i], reason)
@@ -301,7 +264,7 @@ def score_shard(
     parts.flush()
     res.parts = parts.files
     res.seconds = time.monotonic() - t0
-    res.micro_batch = fwd.micro_batch
+    res.micro_batch, res.precision, res.choice = fwd.micro_batch, fwd.precision, fwd.choice
     return res
 
 

@@ -107,10 +107,10 @@ def build_dataset(plan: ImagePlan, pixels: np.ndarray, window: tuple[float, floa
     return ds
 
 
-def _write_one(args: tuple[ImagePlan, str, str, str]) -> str:
-    plan, archive, masks, markers = args
+def _write_one(args: tuple[ImagePlan, str, str, str, str]) -> str:
+    plan, archive, masks, markers, j2k = args
     from PIL import Image
-    from pydicom.uid import JPEG2000, RLELossless
+    from pydicom.uid import JPEG2000, JPEG2000Lossless, RLELossless
 
     img, mask, (wlo, whi) = draw_phantom(plan)
     p = np.round(img * 4095).astype(np.uint16)
@@ -121,6 +121,8 @@ def _write_one(args: tuple[ImagePlan, str, str, str]) -> str:
     ds = build_dataset(plan, p, window)
     if plan.storage == "rle":
         ds.compress(RLELossless, p, encoding_plugin="pylibjpeg", generate_instance_uid=False)
+    elif plan.storage == "j2k" and j2k == "lossless":
+        ds.compress(JPEG2000Lossless, p, encoding_plugin="pylibjpeg", generate_instance_uid=False)
     elif plan.storage == "j2k":
         ds.compress(JPEG2000, p, j2k_cr=[15], encoding_plugin="pylibjpeg", generate_instance_uid=False)
     out = Path(archive) / plan.filename
@@ -165,7 +167,7 @@ def write_cohort(root: str | os.PathLike, spec: CohortSpec | None = None, *, wor
     for d in (archive, masks, markers):
         d.mkdir(parents=True, exist_ok=True)
     plans, dxa_rows, truth = plan_cohort(spec)
-    jobs = [(p, str(archive), str(masks), str(markers)) for p in plans]
+    jobs = [(p, str(archive), str(masks), str(markers), spec.j2k) for p in plans]
     workers = workers or min(4, os.cpu_count() or 1)
     if workers > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
@@ -206,7 +208,7 @@ def existing_cohort(root: str | os.PathLike, spec: CohortSpec) -> Cohort | None:
         recorded = json.loads((root / "cohort.json").read_text())
     except (OSError, ValueError):
         return None
-    if recorded.get("spec") != asdict(spec):
+    if recorded.get("spec") != json.loads(json.dumps(asdict(spec))):  # as written: tuples read back as lists
         return None
     return Cohort(root / "archive", root / "dxa.csv", root / "truth.csv", root / "bone_masks", recorded["n_files"],
                   recorded["n_images"], recorded["ceiling_auc"], plan_cohort(spec)[0], root / "marker_masks")

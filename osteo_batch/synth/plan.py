@@ -39,6 +39,12 @@ class CohortSpec:
     share_j2k: float = 0.5
     share_rle: float = 0.2
     share_monochrome1: float = 0.35
+    #: JPEG 2000 as the demo writes it ("lossy": 1.2.840.10008.1.2.4.91 at 15:1) or as archives keep
+    #: originals ("lossless": 1.2.840.10008.1.2.4.90, the reversible 5/3 wavelet)
+    j2k: str = "lossy"
+    native_max_side: int = 1800  # uncompressed files stay at the small end (the demo's disk budget)
+    aspect: tuple[float, float] = (0.8, 1.05)  # columns / rows
+    min_cols: int | None = None  # None: min_side (rows are drawn between min_side and max_side)
     reference_date: str = "2026-11-24"  # no study is dated after it
     patient_prefix: str = "SYN"  # keeps two cohorts' patient IDs apart (the demo's history uses "HIS")
 
@@ -147,13 +153,13 @@ def _dxa_row(pid: str, when: dt.date, z: float, rng: np.random.Generator) -> dic
 def _plan_image(spec, rng, pid, name, sex, birth, sday, study_uid, view, z, idx) -> ImagePlan:
     modality = "DX" if rng.random() < 0.5 else "CR"
     rows = int(rng.integers(spec.min_side, spec.max_side + 1))
-    aspect = rng.uniform(0.8, 1.05)
-    cols = int(np.clip(round(rows * aspect), spec.min_side, spec.max_side))
+    aspect = rng.uniform(*spec.aspect)
+    cols = int(np.clip(round(rows * aspect), spec.min_side if spec.min_cols is None else spec.min_cols, spec.max_side))
     u = rng.random()
     storage = "j2k" if u < spec.share_j2k else "rle" if u < spec.share_j2k + spec.share_rle else "native"
     if storage == "native":
         # keep uncompressed files at the small end so the demo stays on disk budget
-        rows, cols = min(rows, 1800), min(cols, 1800)
+        rows, cols = min(rows, spec.native_max_side), min(cols, spec.native_max_side)
     photometric = "MONOCHROME1" if rng.random() < spec.share_monochrome1 else "MONOCHROME2"
     sop = _uid(spec.seed, pid, study_uid, view, "image")
     # file names carry no patient data; folders look like a PACS export

@@ -41,7 +41,7 @@ def test_jpeg2000_reads_a_reduced_level_close_to_the_full_image(large_archive):
         r = reduction_levels(ds.Rows, ds.Columns, 168)
         small, full = decode_reduced(ds, 168), decode(ds)
         k = 2**r
-        assert r >= 2 and small.shape == (-(-ds.Rows // k), -(-ds.Columns // k)) and small.dtype == full.dtype
+        assert r >= 2 and small.shape == (-(-ds.Rows // k), -(-ds.Columns // k)) and small.dtype == np.float32
         h, w = ds.Rows // k * k, ds.Columns // k * k
         box = full[:h, :w].astype(np.float64).reshape(h // k, k, w // k, k).mean(axis=(1, 3))
         # the wavelet's low band against a box mean: the same picture, up to the filter

@@ -23,12 +23,16 @@ def test_two_shards_on_ray_equal_a_single_process_run(tmp_path, cohort_dir, tiny
     from osteo_batch.flows.nightly import with_ray
 
     single = pipeline.load_settings(None, workdir=tmp_path / "single", archive=cohort_dir.archive,
-                                    model_dir=tiny_model.model_dir, dxa_csv=cohort_dir.dxa_csv, workers=1)
+                                    model_dir=tiny_model.model_dir, dxa_csv=cohort_dir.dxa_csv, workers=1,
+                                    precision="fp32")  # compared score for score: "auto" would choose by timing
     pipeline.run_nightly(single, "single")
 
+    fp32 = tmp_path / "fp32.toml"
+    fp32.write_text('[run]\nprecision = "fp32"\n')
     flow = with_ray(None, num_cpus=2, include_dashboard=False)
     state = flow(archive=str(cohort_dir.archive), workdir=str(tmp_path / "ray"), model_dir=str(tiny_model.model_dir),
-                 dxa_csv=str(cohort_dir.dxa_csv), workers=1, shards=2, distributed=True, return_state=True)
+                 dxa_csv=str(cohort_dir.dxa_csv), workers=1, shards=2, distributed=True, config=str(fp32),
+                 return_state=True)
     summary = state.result()
     sc = summary["score"]
     assert sc["n_shards"] == 2 and [s["shard"] for s in sc["shards"]] == [0, 1]

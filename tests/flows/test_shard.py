@@ -50,10 +50,12 @@ def test_shards_on_a_work_pool_equal_a_single_process_run(tmp_path, cohort_dir, 
     worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "osteo-test-gpu",
                                "--limit", "2"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True, start_new_session=True, cwd=tmp_path)  # not the checkout
+    fp32 = tmp_path / "fp32.toml"  # the runs are compared score for score: "auto" would choose by timing
+    fp32.write_text('[run]\nprecision = "fp32"\n')
     try:
         state = nightly_screening(archive=str(cohort_dir.archive), workdir=str(tmp_path / "pool"),
                                   model_dir=str(tiny_model.model_dir), dxa_csv=str(cohort_dir.dxa_csv), workers=1,
-                                  shards=2, shard_deployment="score_shard/gpu", return_state=True)
+                                  shards=2, shard_deployment="score_shard/gpu", config=str(fp32), return_state=True)
         summary = state.result()
     finally:  # the worker is our helper: ask it to stop, and end it if it lingers
         os.killpg(worker.pid, signal.SIGTERM)
@@ -64,7 +66,8 @@ def test_shards_on_a_work_pool_equal_a_single_process_run(tmp_path, cohort_dir, 
             worker.wait(timeout=30)
 
     single = pipeline.load_settings(None, workdir=tmp_path / "single", archive=cohort_dir.archive,
-                                    model_dir=tiny_model.model_dir, dxa_csv=cohort_dir.dxa_csv, workers=1)
+                                    model_dir=tiny_model.model_dir, dxa_csv=cohort_dir.dxa_csv, workers=1,
+                                    precision="fp32")
     pipeline.run_nightly(single, "single")
     sc = summary["score"]
     assert sc["n_shards"] == 2 and sc["files_loaded"] >= 2, "each shard run wrote its parts"

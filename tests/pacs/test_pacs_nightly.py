@@ -84,7 +84,7 @@ def pacs_nights(cohort_dir, tiny_model, tmp_path_factory, cohort_orthanc):
         "dicomweb": {"pacs": PacsSettings(orthanc.dicomweb_url, since=since)},
         "dimse": {"pacs": PacsSettings(f"dimse://{orthanc.aet}@127.0.0.1:{orthanc.dicom_port}", since=since)},
     }.items():
-        s = load_settings(None, workdir=root / name, model_dir=model, workers=1, **kw)
+        s = load_settings(None, workdir=root / name, model_dir=model, workers=1, precision="fp32", **kw)  # score for score
         out[name] = {"settings": s, "summary": run_nightly(s, f"night1-{name}")}
     return out
 

@@ -18,8 +18,9 @@ from osteo_batch.store import Store
 
 
 def _settings(work: Path, cohort_dir, tiny_model, **kw):
+    # fp32: runs are compared score for score, and "auto" chooses bf16 by timing (test_precision.py)
     return pipeline.load_settings(None, workdir=work, archive=cohort_dir.archive, model_dir=tiny_model.model_dir,
-                                  dxa_csv=cohort_dir.dxa_csv, **kw)
+                                  dxa_csv=cohort_dir.dxa_csv, **{"precision": "fp32", **kw})
 
 
 def _swept(work: Path, cohort_dir, tiny_model, **kw):
@@ -87,7 +88,7 @@ def test_out_of_memory_halves_the_batch_and_goes_on(cohort_dir, tiny_model):
     model = load_model_dir(tiny_model.model_dir)
     x = torch.rand(8, 1, model.config.img_size, model.config.img_size)
     with torch.inference_mode():
-        expected = Forward(model, ScoreOptions())(x)
+        expected = Forward(model, ScoreOptions(precision="fp32"))(x)
 
     class SmallMemory(torch.nn.Module):  # the real model behind a memory limit of 2 images
         def __init__(self, inner):
@@ -100,7 +101,7 @@ def test_out_of_memory_halves_the_batch_and_goes_on(cohort_dir, tiny_model):
                 raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
             return self.inner(t)
 
-    fwd = Forward(model, ScoreOptions())
+    fwd = Forward(model, ScoreOptions(precision="fp32"))
     fwd.module = SmallMemory(model.module)
     with torch.inference_mode():
         got = fwd(x)
@@ -285,7 +286,7 @@ def test_torch_compile_scores_like_eager(cohort_dir, tiny_model):
     model = load_model_dir(tiny_model.model_dir)
     x = torch.rand(4, 1, model.config.img_size, model.config.img_size)
     with torch.inference_mode():
-        eager = Forward(model, ScoreOptions())(x)
-        compiled = Forward(model, ScoreOptions(compile=True))
+        eager = Forward(model, ScoreOptions(precision="fp32"))(x)
+        compiled = Forward(model, ScoreOptions(precision="fp32", compile=True))
         assert compiled.module is not model.module
         assert compiled(x) == pytest.approx(eager, abs=1e-5)
