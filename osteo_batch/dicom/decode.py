@@ -189,6 +189,7 @@ def _native_frame(ds) -> tuple[np.ndarray, int | None] | None:
     if len(px) not in (2 * rows * cols * frames, 2 * rows * cols * frames + 1):  # pydicom judges any other length
         return None
     arr = np.frombuffer(px, dtype="<i2" if signed else "<u2", count=rows * cols).reshape(rows, cols)
+    arr.flags.writeable = False  # a bytearray's view: the caller's data set is left as it is
     return _stored(arr, shift)
 
 

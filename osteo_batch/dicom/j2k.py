@@ -18,7 +18,9 @@ the same stored values, bit for bit (``tests/dicom/test_j2k_readers.py``):
   where CUDA and the package are present; anything it cannot do exactly falls
   back to the CPU readers.
 
-``"auto"`` takes the GPU reader where it is usable, else Pillow, else glymur.
+``"auto"`` takes Pillow, else glymur. The GPU reader is used only when named:
+every DataLoader worker would otherwise open its own CUDA context, on the
+first GPU whatever the shard's device, and it has not yet run on a GPU.
 pylibjpeg-openjpeg decodes from memory too, but only in full (its ``decode``
 has no resolution argument), so it is no reader here.
 """
@@ -215,7 +217,7 @@ def have_glymur() -> bool:
 
 def cpu_reader(geo: Geometry, claim: FrameClaim, prefer: str = "pillow") -> str | None:
     """The CPU reader for this frame: ``prefer`` when it can read it, else the other; None when neither can."""
-    pillow_can = geo.x0 == 0 and geo.y0 == 0 and claim.bits <= 16 and have_pillow()
+    pillow_can = geo.x0 == 0 and geo.y0 == 0 and not geo.subsampled and claim.bits <= 16 and have_pillow()
     order = ("glymur", "pillow") if prefer == "glymur" else ("pillow", "glymur")
     for name in order:
         if (name == "pillow" and pillow_can) or (name == "glymur" and have_glymur()):
@@ -248,7 +250,7 @@ def read_reduced(frame: bytes, r: int, claim: FrameClaim, reader: str = "auto") 
         raise ValueError(f"unknown JPEG 2000 reader {reader!r}; one of {', '.join(READERS)}")
     geo = geometry(frame)
     out = None
-    if reader in ("auto", "nvimgcodec"):
+    if reader == "nvimgcodec":  # asked for by name only: "auto" stays on the CPU (see READERS)
         from osteo_batch.dicom import nvimgcodec
 
         if nvimgcodec.usable() and gpu_exact(frame, geo, claim):
@@ -264,7 +266,7 @@ def read_reduced(frame: bytes, r: int, claim: FrameClaim, reader: str = "auto") 
         except Exception:
             # "auto" does not stake a night on Pillow's internals (the tile tuple, _size): where its
             # reader fails, glymur reads the frame again; a frame both refuse is the caller's rejection
-            if reader != "auto" or name != "pillow" or not have_glymur():
+            if reader not in ("auto", "nvimgcodec") or name != "pillow" or not have_glymur():
                 raise
             out = _read_glymur(frame, r, claim, geo)
     return out.astype(np.int16 if claim.signed else np.uint16, copy=False)

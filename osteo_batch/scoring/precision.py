@@ -31,6 +31,12 @@ log = logging.getLogger("osteo_batch.scoring.precision")
 
 #: the most a bf16 score may differ from fp32's on the same image (the issue's bound, on the probability scale)
 BF16_MAX_DRIFT = 0.005
+#: bf16 must measure at least this much faster than fp32: near 1.0x, timing noise would flip the choice
+#: between shards and nights, and with it the scores (within the drift bound, but not bit for bit)
+BF16_MIN_GAIN = 1.1
+#: the drift is judged on at least this many images of the first batch (not only those of a timed pass:
+#: with a full-size model one image already fills a pass)
+DRIFT_IMAGES = 4
 #: seconds of interleaved timed passes (after the warm-ups); at least MIN_ROUNDS are timed whatever it costs
 MEASURE_BUDGET_S = 3.0
 MIN_ROUNDS, MAX_ROUNDS = 3, 6
@@ -104,7 +110,7 @@ def decide(fp32_ips: float | None, bf16_ips: float | None, drift: float | None, 
            cpu: str = "this CPU") -> PrecisionChoice:
     """The choice for ``precision="auto"`` on a CPU from what was measured (pure: the figures are given).
 
-    bf16 only where it is native, measured faster, and within :data:`BF16_MAX_DRIFT`
+    bf16 only where it is native, measured at least :data:`BF16_MIN_GAIN` times as fast, and within :data:`BF16_MAX_DRIFT`
     (a drift that is not a number, say from an overflow, refuses it too).
     """
     if not native:
@@ -114,7 +120,7 @@ def decide(fp32_ips: float | None, bf16_ips: float | None, drift: float | None, 
     if not drift <= BF16_MAX_DRIFT:
         return PrecisionChoice("fp32", f"bf16 drift {drift:.4f} > {BF16_MAX_DRIFT}: fp32", fp32_ips, bf16_ips, drift)
     ratio = bf16_ips / fp32_ips if fp32_ips > 0 else float("inf")
-    if bf16_ips > fp32_ips:
+    if bf16_ips >= BF16_MIN_GAIN * fp32_ips:
         return PrecisionChoice("bf16", f"native bf16 on {cpu}, measured {ratio:.2f}x fp32", fp32_ips, bf16_ips, drift)
     return PrecisionChoice("fp32", f"bf16 measured no faster on {cpu} ({ratio:.2f}x fp32): fp32",
                            fp32_ips, bf16_ips, drift)
@@ -156,7 +162,10 @@ def measure(fp32: Callable[[Any], Any], bf16: Callable[[Any], Any], x, *, batch:
     xs = x[torch.arange(m) % len(x)] if m != len(x) else x
     if m > 1:
         ref, low = fp32(xs), bf16(xs)  # warm-ups at the timed shape
-    drift = float((ref.float() - low.float()).abs().max())  # over the images of the timed shape
+    k = min(len(x), DRIFT_IMAGES)
+    if m < k:  # a pass holds fewer images than the drift is judged on: score those apart (not timed)
+        ref, low = fp32(x[:k]), bf16(x[:k])
+    drift = float((ref.float() - low.float()).abs().max())
     times: dict[str, list[float]] = {"fp32": [], "bf16": []}
     passes = (("fp32", fp32), ("bf16", bf16))
     start = clock()
