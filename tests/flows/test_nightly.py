@@ -66,7 +66,11 @@ def test_worklist_lists_flagged_patients_once_highest_first(runs):
     html = open(wl["worklist"], encoding="utf-8").read()
     scores = [float(s) for s in re.findall(r'data-score="([0-9.e-]+)"', html)]
     assert len(scores) == wl["listed"] and scores == sorted(scores, reverse=True)
-    assert all(s >= wl["threshold"] for s in scores)
+    # listed when the *displayed* score reaches the threshold (osteo_batch.models.bands.raw_floor): a raw
+    # score up to half a display step below it is listed, and shown at the threshold
+    from osteo_batch.models.bands import flagged
+
+    assert all(flagged(s, wl["threshold"]) for s in scores)
     assert "DXA confirms" in html and "not a diagnosis" in html
     n_files = runs["first"]["instances"]["files"]
     assert re.search(rf'class="conservation">{n_files} = \d+ scored \+ \d+ ineligible \+ \d+ duplicate \+ \d+ rejected<', html)
