@@ -39,9 +39,16 @@ class OutsidePacsHoursError(UserError):
     code = "pacs_outside_hours"
 
 
-def auto_sample(workers: int, batch_size: int) -> int:
-    """Enough images for the warm batches (one per worker) and two steady batches after them."""
-    return min(MAX_AUTO_SAMPLE, max(MIN_SAMPLE, (max(workers, 1) + 2) * batch_size))
+def auto_sample(workers: int, batch_size: int, prefetch: int = 1) -> int:
+    """Enough images for the warm batches (each worker's ``prefetch`` batches) and two steady batches after them.
+
+    Why all the prefetched batches: the workers decode them while the model
+    starts (and measures its precision), so they then arrive at the model's
+    speed, not the pipeline's; a steady rate timed on them would be the
+    model's, and the backlog's estimate too short.
+    """
+    warm = max(workers, 1) * (max(prefetch, 1) if workers > 0 else 1)
+    return min(MAX_AUTO_SAMPLE, max(MIN_SAMPLE, (warm + 2) * batch_size))
 
 
 def window_hours(settings, given: float | None) -> float:
@@ -100,7 +107,7 @@ def _locked(settings, run_id: str, *, sample, seed, window, cores, shards, heatm
     index_archive(settings, run_id)
     after = _store_size(settings)
     opts = settings.score_options()
-    n = sample or auto_sample(opts.workers, opts.resolved_batch_size())
+    n = sample or auto_sample(opts.workers, opts.resolved_batch_size(), opts.prefetch)
     with open_store(settings, read_only=True) as st:
         smp = draw(st, model_id=ctx.model_id, n=n, seed=seed, source_prefix=run_source_prefix(settings))
     spool_bytes = int(settings.pacs.spool_max * smp.mean_bytes) if settings.pacs is not None else None

@@ -70,7 +70,8 @@ def time_scoring(ctx, items: list[Item], opts, out_dir: Path) -> ScoringTiming:
     model = ctx.load_model(opts.device)
     res = score_shard(model, items, out_dir=out_dir, run_id=ctx.run_id, opts=opts, progress=progress)
     end = time.monotonic() - t0
-    return ScoringTiming(Split.of(arrivals, max(opts.workers, 1), end), res.scored, res.rejected,
+    warm = max(opts.workers, 1) * (max(opts.prefetch, 1) if opts.workers > 0 else 1)  # see run.auto_sample
+    return ScoringTiming(Split.of(arrivals, warm, end), res.scored, res.rejected,
                          sum(Path(p).stat().st_size for p in res.parts), res.scored + res.rejected,
                          res.precision, res.threads)
 
